@@ -1,0 +1,1 @@
+"""Causal streaming DSP: the bandpass filter, the online detector, the beat assembler."""

@@ -1,0 +1,214 @@
+"""Beat assembler: cuts one window per R peak and attaches its RR context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from beatwise.dsp.filter import as_samples
+
+__all__ = ["BeatAssembler", "Beats", "minmax"]
+
+
+@dataclass(frozen=True, eq=False)
+class Beats:
+    """A batch of beats, as arrays (struct of arrays: cheap to batch into the model).
+
+    Attributes:
+        sample: R-peak sample index (global, at the pipeline rate), int64, shape ``(n,)``.
+        window: Filtered ECG around each R peak, min-max scaled to [0, 1], float32,
+            shape ``(n, before + after)``; sample ``before`` is the R peak.
+        rr: RR context in seconds, float32, shape ``(n, 3)``: pre-RR, post-RR, local mean RR
+            (mean pre-RR of the last ``rr_context`` beats, this one included).
+    """
+
+    sample: np.ndarray
+    window: np.ndarray
+    rr: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+    @staticmethod
+    def empty(width: int) -> Beats:
+        return Beats(
+            np.empty(0, np.int64), np.empty((0, width), np.float32), np.empty((0, 3), np.float32)
+        )
+
+    @staticmethod
+    def concat(parts: list[Beats], width: int) -> Beats:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Beats.empty(width)
+        return Beats(
+            np.concatenate([p.sample for p in parts]),
+            np.concatenate([p.window for p in parts]),
+            np.concatenate([p.rr for p in parts]),
+        )
+
+    def __getitem__(self, idx) -> Beats:
+        return Beats(self.sample[idx], self.window[idx], self.rr[idx])
+
+
+def minmax(window: np.ndarray) -> np.ndarray:
+    """Scale each row to [0, 1]; a flat row becomes zeros."""
+    w = np.asarray(window, dtype=np.float64)
+    lo = w.min(axis=-1, keepdims=True)
+    span = w.max(axis=-1, keepdims=True) - lo
+    return np.divide(w - lo, span, out=np.zeros_like(w), where=span > 0).astype(np.float32)
+
+
+class BeatAssembler:
+    """Cuts a window around each R peak and computes its RR context, chunk by chunk.
+
+    A beat is emitted once its window is complete (``after`` samples past the R peak) and
+    its post-RR is known: when the next R peak has been confirmed, or when ``max_post_rr_s``
+    has passed without one (post-RR is then ``max_post_rr_s``). Both rules depend only on
+    sample indices, never on chunking, so any chunking yields the same beats.
+
+    Args:
+        fs: Sampling rate in Hz. Default 360.
+        before: Window samples before the R peak. Default 100.
+        after: Window samples from the R peak on (the R peak included). Default 180.
+        rr_context: Beats in the local mean RR. Default 10.
+        max_post_rr_s: Longest wait for the next beat, seconds. Default 3.0.
+        max_delay: Largest detection delay in samples (how far back a peak may lie when it
+            is pushed). Default 720 (2 s at 360 Hz), as :class:`OnlinePanTompkins`.
+    """
+
+    def __init__(
+        self,
+        *,
+        fs: float = 360.0,
+        before: int = 100,
+        after: int = 180,
+        rr_context: int = 10,
+        max_post_rr_s: float = 3.0,
+        max_delay: int = 720,
+    ) -> None:
+        if before < 0 or after < 1:
+            raise ValueError(f"need before >= 0 and after >= 1 samples; got {before}, {after}.")
+        self.fs = fs
+        self.before = before
+        self.after = after
+        self.rr_context = rr_context
+        self.max_post_rr_s = max_post_rr_s
+        self.max_delay = max_delay
+        self._max_post = int(round(max_post_rr_s * fs))
+        self._keep = max_delay + before + after + 1
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buf = np.zeros(0)  # the last samples seen
+        self._buf_start = 0  # global index of _buf[0]
+        self._n = 0  # samples seen
+        self._first = 0.0  # first sample (edge padding before the record)
+        # pending beats: R sample, confirmation sample, window (None until cut)
+        self._pending: list[list] = []
+        self._pre_rrs: list[float] = []
+        self._last_r: int | None = None
+
+    @property
+    def width(self) -> int:
+        return self.before + self.after
+
+    def _cut(self, r: int, pad_end: bool = False) -> np.ndarray:
+        lo, hi = r - self.before, r + self.after
+        a, b = lo - self._buf_start, hi - self._buf_start
+        if a < 0 and lo >= 0:
+            raise RuntimeError(f"beat at {r}: window start {lo} already dropped (delay too large).")
+        seg = self._buf[max(a, 0) : max(min(b, len(self._buf)), 0)]
+        left = max(-lo, 0)
+        right = (hi - lo) - left - len(seg)
+        if right and not pad_end:
+            raise RuntimeError(f"beat at {r}: window not complete.")
+        return np.concatenate(
+            [np.full(left, self._first), seg, np.full(right, self._buf[-1] if len(self._buf) else 0.0)]
+        )
+
+    def push(self, chunk, peaks, confirmed_at=None) -> Beats:
+        """Add filtered samples (mV) and the R peaks confirmed with them; return new beats.
+
+        Args:
+            chunk: The next filtered samples.
+            peaks: R-peak global indices confirmed during this chunk, increasing, each within
+                ``max_delay`` of the end of the chunk.
+            confirmed_at: For each peak, the sample at which it was confirmed. Default: the
+                last sample of the chunk.
+        """
+        x = as_samples(chunk)
+        peaks = np.asarray(peaks, dtype=np.int64)
+        end = self._n + len(x) - 1
+        conf = (
+            np.full(len(peaks), end, np.int64)
+            if confirmed_at is None
+            else np.asarray(confirmed_at, dtype=np.int64)
+        )
+        if self._n == 0 and len(x):
+            self._first = float(x[0])
+        self._buf = np.concatenate([self._buf, x])
+        self._n += len(x)
+        for r, c in zip(peaks.tolist(), conf.tolist()):
+            if self._pending and r <= self._pending[-1][0] or (
+                self._last_r is not None and r <= self._last_r
+            ):
+                raise ValueError(f"peaks must increase; got {r} after an earlier peak.")
+            if not c - self.max_delay <= r <= c < self._n:
+                raise ValueError(
+                    f"peak {r} confirmed at sample {c}: expected the peak within "
+                    f"max_delay={self.max_delay} samples before its confirmation, and the "
+                    f"confirmation within the samples pushed (< {self._n})."
+                )
+            self._pending.append([r, c, None])
+        beats = self._emit(final=False)
+        drop = len(self._buf) - self._keep
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._buf_start += drop
+        return beats
+
+    def flush(self) -> Beats:
+        """End of stream: emit every pending beat (windows padded with the last sample;
+        the last beat's post-RR is its local mean RR)."""
+        return self._emit(final=True)
+
+    def _emit(self, *, final: bool) -> Beats:
+        rows_s, rows_w, rows_rr = [], [], []
+        while self._pending:
+            r, c, w = self._pending[0]
+            if w is None:
+                if r + self.after <= self._n:
+                    w = self._pending[0][2] = self._cut(r)
+                elif final:
+                    w = self._pending[0][2] = self._cut(r, pad_end=True)
+                else:
+                    break
+            if len(self._pending) > 1 and self._pending[1][1] <= r + self._max_post:
+                post = (self._pending[1][0] - r) / self.fs
+            elif self._n - 1 >= r + self._max_post:
+                post = self.max_post_rr_s
+            elif final:
+                post = None
+            else:
+                break
+            pre = (r - self._last_r) / self.fs if self._last_r is not None else None
+            if pre is None:
+                pre = post if post is not None else 1.0
+            self._pre_rrs.append(pre)
+            del self._pre_rrs[: -self.rr_context]
+            local = float(np.mean(self._pre_rrs))
+            if post is None:
+                post = local
+            rows_s.append(r)
+            rows_w.append(w)
+            rows_rr.append((pre, post, local))
+            self._last_r = r
+            self._pending.pop(0)
+        if not rows_s:
+            return Beats.empty(self.width)
+        return Beats(
+            np.asarray(rows_s, np.int64),
+            minmax(np.asarray(rows_w)),
+            np.asarray(rows_rr, np.float32),
+        )

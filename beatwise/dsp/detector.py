@@ -1,0 +1,377 @@
+"""Online Pan-Tompkins QRS detector (numba), pushed chunk by chunk.
+
+Follows Pan & Tompkins, "A real-time QRS detection algorithm", IEEE TBME 32(3), 1985:
+
+1. a 5-15 Hz bandpass of the (already 0.5-40 Hz filtered) input,
+2. the five-point derivative, squaring, and a 150 ms moving-window integration (MWI),
+3. peaks of the MWI, each paired with the largest bandpassed amplitude and the largest
+   slope in the window that produced it,
+4. two sets of adaptive thresholds -- on the MWI peaks (SPKI/NPKI) and on the bandpassed
+   peaks (SPKF/NPKF) -- a peak is a QRS when it passes both,
+5. a 200 ms refractory period; T-wave discrimination (a peak within 360 ms of the last QRS
+   whose slope is under half the last QRS slope is a T wave),
+6. two RR averages (all recent RRs, and the recent RRs within 92-116 % of the average) and a
+   search-back: when no QRS comes within 166 % of the RR average, the largest peak since the
+   last QRS that passes half the thresholds is taken as a QRS.
+
+The index reported for each QRS is the apex of the QRS in the *input* signal (largest
+absolute value near the MWI peak), so beat windows cut from that signal are centred the
+same way on every beat.
+
+Decision delay (bounded, in samples after the reported apex): a QRS is confirmed when its
+MWI peak has halved or 150 ms passed (typically 0.15-0.3 s after the apex); a beat found by
+search-back is confirmed at 166 % of the RR average after the previous QRS, and only
+candidates younger than ``max_delay_s`` (2.0 s) are searched; beats of the first 2 s
+(the learning phase) are confirmed at the end of it. Hence every R peak is reported at most
+``max_delay_s`` after its apex (see :attr:`OnlinePanTompkins.max_delay`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from scipy.signal import butter
+
+from beatwise.dsp.filter import as_samples, sosfilt_step
+
+__all__ = ["OnlinePanTompkins"]
+
+# Integer state slots.
+_G = 0  # global index of the next sample
+_LEARNING = 1  # 1 while in the learning phase
+_PK_IDX = 2  # index of the running MWI maximum (-1: none)
+_LAST_P = 3  # MWI-peak index of the last QRS (-1: none)
+_LAST_APEX = 4  # apex index of the last QRS
+_NCAND = 5  # number of stored candidates
+_NRR = 6  # RRs seen
+_RR_MISS = 7  # consecutive RRs outside the regular limits
+_NI = 8
+
+# Float state slots.
+_SPKI, _NPKI, _SPKF, _NPKF, _PK_MAX, _MWI_SUM, _LAST_SLOPE, _LEARN_MAX, _LEARN_SUM = range(9)
+_NF = 9
+
+_RING = 256  # ring buffers of recent samples (power of two)
+_MASK = _RING - 1
+_NCAND_MAX = 64
+_NRR_AVG = 8
+
+# Candidate columns: MWI-peak index, MWI amplitude, band amplitude, slope, apex index.
+_CP, _CAI, _CAF, _CSL, _CAPEX = range(5)
+
+
+@njit(cache=True, inline="always")
+def _thresholds(fs_):
+    ti = fs_[_NPKI] + 0.25 * (fs_[_SPKI] - fs_[_NPKI])
+    tf = fs_[_NPKF] + 0.25 * (fs_[_SPKF] - fs_[_NPKF])
+    return ti, tf
+
+
+@njit(cache=True)
+def _accept(is_, fs_, rr, rr2, p, ai, af, slope, apex, searchback, out, n_out):
+    """Register a QRS: update signal levels, RR averages; append its apex to ``out``."""
+    if searchback:
+        fs_[_SPKI] = 0.25 * ai + 0.75 * fs_[_SPKI]
+        fs_[_SPKF] = 0.25 * af + 0.75 * fs_[_SPKF]
+    else:
+        fs_[_SPKI] = 0.125 * ai + 0.875 * fs_[_SPKI]
+        fs_[_SPKF] = 0.125 * af + 0.875 * fs_[_SPKF]
+    last = is_[_LAST_P]
+    if last >= 0:
+        r = p - last
+        k = is_[_NRR] % _NRR_AVG
+        rr[k] = r
+        is_[_NRR] += 1
+        avg2 = rr2.mean()
+        if 0.92 * avg2 <= r <= 1.16 * avg2:
+            # shift into the regular-RR buffer
+            for j in range(_NRR_AVG - 1):
+                rr2[j] = rr2[j + 1]
+            rr2[_NRR_AVG - 1] = r
+            is_[_RR_MISS] = 0
+        else:
+            is_[_RR_MISS] += 1
+            if is_[_RR_MISS] >= _NRR_AVG:
+                # the rhythm changed: trust the recent RRs
+                for j in range(_NRR_AVG):
+                    rr2[j] = rr[j]
+                is_[_RR_MISS] = 0
+    is_[_LAST_P] = p
+    is_[_LAST_APEX] = apex
+    fs_[_LAST_SLOPE] = slope
+    out[n_out, 0] = apex
+    out[n_out, 1] = is_[_G] - 1  # the sample at which it was confirmed
+    return n_out + 1
+
+
+@njit(cache=True)
+def _classify(is_, fs_, rr, rr2, cand, p, ai, af, slope, apex, refractory, twave, out, n_out):
+    """Decide one MWI peak in normal (non-learning) mode."""
+    last = is_[_LAST_P]
+    if last >= 0 and p - last < refractory:
+        return n_out
+    ti, tf = _thresholds(fs_)
+    if ai > ti and af > tf:
+        if last >= 0 and p - last < twave and slope < 0.5 * fs_[_LAST_SLOPE]:
+            fs_[_NPKI] = 0.125 * ai + 0.875 * fs_[_NPKI]
+            fs_[_NPKF] = 0.125 * af + 0.875 * fs_[_NPKF]
+            return n_out
+        n_out = _accept(is_, fs_, rr, rr2, p, ai, af, slope, apex, False, out, n_out)
+        is_[_NCAND] = 0
+        return n_out
+    fs_[_NPKI] = 0.125 * ai + 0.875 * fs_[_NPKI]
+    fs_[_NPKF] = 0.125 * af + 0.875 * fs_[_NPKF]
+    # keep it for search-back
+    nc = is_[_NCAND]
+    if nc == _NCAND_MAX:
+        for j in range(nc - 1):
+            cand[j, :] = cand[j + 1, :]
+        nc -= 1
+    cand[nc, _CP] = p
+    cand[nc, _CAI] = ai
+    cand[nc, _CAF] = af
+    cand[nc, _CSL] = slope
+    cand[nc, _CAPEX] = apex
+    is_[_NCAND] = nc + 1
+    return n_out
+
+
+@njit(cache=True)
+def _searchback(is_, fs_, rr, rr2, cand, g, refractory, twave, max_delay, out, n_out):
+    """Search back among stored candidates when no QRS came for 166 % of the RR average."""
+    while True:
+        last = is_[_LAST_P]
+        if last < 0 or is_[_NCAND] == 0:
+            return n_out
+        if g - last <= 1.66 * rr2.mean():
+            return n_out
+        ti, tf = _thresholds(fs_)
+        best = -1
+        best_ai = 0.0
+        for j in range(is_[_NCAND]):
+            p = cand[j, _CP]
+            if p - last < refractory or g - cand[j, _CAPEX] > max_delay:
+                continue
+            if cand[j, _CAI] <= 0.5 * ti or cand[j, _CAF] <= 0.5 * tf:
+                continue
+            if p - last < twave and cand[j, _CSL] < 0.5 * fs_[_LAST_SLOPE]:
+                continue
+            if cand[j, _CAI] > best_ai:
+                best_ai = cand[j, _CAI]
+                best = j
+        if best < 0:
+            return n_out
+        n_out = _accept(
+            is_, fs_, rr, rr2, int(cand[best, _CP]), cand[best, _CAI], cand[best, _CAF],
+            cand[best, _CSL], int(cand[best, _CAPEX]), True, out, n_out,
+        )
+        # drop the chosen one and all before it
+        k = 0
+        for j in range(best + 1, is_[_NCAND]):
+            cand[k, :] = cand[j, :]
+            k += 1
+        is_[_NCAND] = k
+
+
+@njit(cache=True)
+def _end_learning(is_, fs_, rr, rr2, cand, refractory, twave, out, n_out):
+    n = is_[_NCAND]
+    fs_[_SPKI] = fs_[_LEARN_MAX]
+    fs_[_NPKI] = 0.5 * fs_[_LEARN_SUM]
+    maxf = 0.0
+    for j in range(n):
+        if cand[j, _CAF] > maxf:
+            maxf = cand[j, _CAF]
+    fs_[_SPKF] = maxf
+    fs_[_NPKF] = 0.0
+    is_[_LEARNING] = 0
+    is_[_NCAND] = 0
+    buf = cand[:n, :].copy()
+    for j in range(n):
+        n_out = _classify(
+            is_, fs_, rr, rr2, cand, int(buf[j, _CP]), buf[j, _CAI], buf[j, _CAF],
+            buf[j, _CSL], int(buf[j, _CAPEX]), refractory, twave, out, n_out,
+        )
+    return n_out
+
+
+@njit(cache=True)
+def _detect(
+    x, sos, zi, is_, fs_, ring_x, ring_b, ring_sq, rr, rr2, cand, out,
+    w, refractory, twave, peak_timeout, learn, max_delay, apex_lo, apex_hi,
+):
+    n_out = 0
+    for i in range(x.shape[0]):
+        g = is_[_G]
+        xi = x[i]
+        ring_x[g & _MASK] = xi
+        b = sosfilt_step(sos, zi, xi)
+        ring_b[g & _MASK] = b
+        # five-point derivative (Pan & Tompkins eq. 4), squared
+        d = 2.0 * b + ring_b[(g - 1) & _MASK] - ring_b[(g - 3) & _MASK] - 2.0 * ring_b[(g - 4) & _MASK]
+        sq = d * d
+        fs_[_MWI_SUM] += sq - ring_sq[(g - w) & _MASK]
+        ring_sq[g & _MASK] = sq
+        mwi = fs_[_MWI_SUM] / w
+        if mwi < 0.0:
+            mwi = 0.0
+        is_[_G] = g + 1
+
+        if is_[_LEARNING] == 1:
+            fs_[_LEARN_SUM] += mwi / learn
+
+        # Peak of the MWI: a maximum, confirmed when the MWI has halved or timed out.
+        emit = False
+        if is_[_PK_IDX] < 0 or mwi > fs_[_PK_MAX]:
+            fs_[_PK_MAX] = mwi
+            is_[_PK_IDX] = g
+        elif mwi < 0.5 * fs_[_PK_MAX] or g - is_[_PK_IDX] > peak_timeout:
+            emit = fs_[_PK_MAX] > 0.0
+        if emit:
+            p = is_[_PK_IDX]
+            ai = fs_[_PK_MAX]
+            is_[_PK_IDX] = -1
+            fs_[_PK_MAX] = 0.0
+            # band amplitude and slope over the window that built this MWI peak
+            af = 0.0
+            slope = 0.0
+            for k in range(p - w - 4, p + 1):
+                v = abs(ring_b[k & _MASK])
+                if v > af:
+                    af = v
+                s = ring_sq[k & _MASK]
+                if s > slope:
+                    slope = s
+            slope = np.sqrt(slope)
+            # apex in the input signal
+            apex = p - apex_hi
+            best = -1.0
+            for k in range(p - apex_lo, p - apex_hi + 1):
+                v = abs(ring_x[k & _MASK])
+                if v > best:
+                    best = v
+                    apex = k
+            if is_[_LEARNING] == 1:
+                if p >= w:  # skip the integrator's start-up
+                    nc = is_[_NCAND]
+                    if nc < _NCAND_MAX:
+                        cand[nc, _CP] = p
+                        cand[nc, _CAI] = ai
+                        cand[nc, _CAF] = af
+                        cand[nc, _CSL] = slope
+                        cand[nc, _CAPEX] = apex
+                        is_[_NCAND] = nc + 1
+                    if ai > fs_[_LEARN_MAX]:
+                        fs_[_LEARN_MAX] = ai
+            else:
+                n_out = _classify(
+                    is_, fs_, rr, rr2, cand, p, ai, af, slope, apex, refractory, twave, out, n_out
+                )
+        if is_[_LEARNING] == 1:
+            if g + 1 >= learn:
+                n_out = _end_learning(is_, fs_, rr, rr2, cand, refractory, twave, out, n_out)
+        else:
+            n_out = _searchback(
+                is_, fs_, rr, rr2, cand, g, refractory, twave, max_delay, out, n_out
+            )
+    return n_out
+
+
+class OnlinePanTompkins:
+    """Causal, chunk-invariant Pan-Tompkins QRS detector.
+
+    Args:
+        fs: Sampling rate in Hz of the input. Default 360.
+        band_hz: Passband of the detector's own bandpass (Hz). Default (5, 15), as Pan &
+            Tompkins.
+        mwi_s: Moving-window integration width in seconds. Default 0.150.
+        refractory_s: Refractory period in seconds. Default 0.200.
+        twave_s: Window after a QRS where T-wave discrimination applies, seconds. Default 0.360.
+        learn_s: Learning phase in seconds. Default 2.0.
+        max_delay_s: Oldest candidate search-back may still take, seconds. Default 2.0.
+
+    ``push(chunk)`` takes samples of the 0.5-40 Hz filtered ECG (mV) and returns the global
+    sample indices (int64) of the R peaks confirmed during that chunk, in increasing order.
+    """
+
+    def __init__(
+        self,
+        *,
+        fs: float = 360.0,
+        band_hz: tuple[float, float] = (5.0, 15.0),
+        mwi_s: float = 0.150,
+        refractory_s: float = 0.200,
+        twave_s: float = 0.360,
+        learn_s: float = 2.0,
+        max_delay_s: float = 2.0,
+    ) -> None:
+        if fs <= 2 * band_hz[1]:
+            raise ValueError(f"fs must exceed twice band_hz[1] = {2 * band_hz[1]} Hz; got {fs}.")
+        self.fs = fs
+        self.band_hz = band_hz
+        self.mwi_s = mwi_s
+        self.refractory_s = refractory_s
+        self.twave_s = twave_s
+        self.learn_s = learn_s
+        self.max_delay_s = max_delay_s
+        self._w = int(round(mwi_s * fs))
+        if self._w + 64 > _RING:
+            raise ValueError(f"mwi_s={mwi_s} s too long for fs={fs} Hz; at most {(_RING - 64) / fs:.3f} s.")
+        self._sos = butter(2, band_hz, btype="bandpass", output="sos", fs=fs)
+        self._refractory = int(round(refractory_s * fs))
+        self._twave = int(round(twave_s * fs))
+        self._peak_timeout = int(round(0.150 * fs))
+        self._learn = int(round(learn_s * fs))
+        self.max_delay = int(round(max_delay_s * fs))
+        # Where the apex lies relative to the MWI peak (samples before it).
+        self._apex_lo = self._w + int(round(0.030 * fs))
+        self._apex_hi = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._zi = np.zeros((self._sos.shape[0], 2))
+        self._is = np.zeros(_NI, dtype=np.int64)
+        self._is[_LEARNING] = 1
+        self._is[_PK_IDX] = -1
+        self._is[_LAST_P] = -1
+        self._fs = np.zeros(_NF)
+        self._ring_x = np.zeros(_RING)
+        self._ring_b = np.zeros(_RING)
+        self._ring_sq = np.zeros(_RING)
+        self._rr = np.full(_NRR_AVG, float(round(self.fs)))
+        self._rr2 = self._rr.copy()
+        self._cand = np.zeros((_NCAND_MAX, 5))
+
+    @property
+    def n_samples(self) -> int:
+        """Samples pushed so far."""
+        return int(self._is[_G])
+
+    def push(self, chunk) -> np.ndarray:
+        """Push filtered samples (mV); return the R peaks confirmed meanwhile (global indices)."""
+        return self.push_timed(chunk)[0]
+
+    def push_timed(self, chunk) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`push`; also return, for each R peak, the sample index at which it was
+        confirmed (the last sample the decision saw). Both int64, same length."""
+        x = as_samples(chunk)
+        out = np.empty((len(x) // max(self._refractory, 1) + _NCAND_MAX + 2, 2), dtype=np.int64)
+        n = _detect(
+            x, self._sos, self._zi, self._is, self._fs, self._ring_x, self._ring_b,
+            self._ring_sq, self._rr, self._rr2, self._cand, out,
+            self._w, self._refractory, self._twave, self._peak_timeout, self._learn,
+            self.max_delay, self._apex_lo, self._apex_hi,
+        )
+        return out[:n, 0].copy(), out[:n, 1].copy()
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray]:
+        """End of stream: decide what is still pending (a record shorter than the learning
+        phase). Returns ``(peaks, confirmed_at)`` as :meth:`push_timed`."""
+        out = np.empty((_NCAND_MAX + 2, 2), dtype=np.int64)
+        n = 0
+        if self._is[_LEARNING] == 1:
+            n = _end_learning(
+                self._is, self._fs, self._rr, self._rr2, self._cand, self._refractory,
+                self._twave, out, 0,
+            )
+        return out[:n, 0].copy(), out[:n, 1].copy()

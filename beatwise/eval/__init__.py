@@ -1,0 +1,1 @@
+"""Evaluation: detection scoring and classification scoring against reference annotations."""
