@@ -1,0 +1,160 @@
+"""Inference: load a shipped TorchScript model with its card, classify :class:`Beats`.
+
+This is the one door the evaluator and the live consumer use::
+
+    clf = Classifier.load("models/beatwise_interpatient.pt")
+    probs = clf.predict(beats)            # (n, 6) float32, CLASSES order
+    labels = clf.labels(probs)            # ('N', 'V', ...)
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from beatwise.classes import CLASSES
+from beatwise.dsp.beats import Beats
+from beatwise.model.card import CardError, check_card, read_card
+from beatwise.pipeline import WINDOW_AFTER, WINDOW_BEFORE
+
+__all__ = ["CardError", "Classifier"]
+
+_WIDTH = WINDOW_BEFORE + WINDOW_AFTER
+
+
+class Classifier:
+    """A TorchScript beat classifier and its card.
+
+    Build it with :meth:`load`. Stateless: :meth:`predict` may be called from any stream, on
+    beats of any number of beds batched together.
+
+    Args:
+        module: The loaded TorchScript module (inputs ``window (n, 280)``, ``rr (n, 3)``;
+            output logits ``(n, 6)``).
+        card: Its model card.
+        path: Where the model was loaded from (for messages).
+        batch_size: Beats per forward pass. Default 4096.
+    """
+
+    def __init__(
+        self,
+        module: torch.jit.ScriptModule,
+        card: dict[str, Any],
+        *,
+        path: Path | None = None,
+        batch_size: int = 4096,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 beats; got {batch_size}.")
+        self.module = module
+        self.card = card
+        self.path = path
+        self.batch_size = batch_size
+        self.classes: tuple[str, ...] = tuple(card.get("classes", CLASSES))
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        batch_size: int = 4096,
+        num_threads: int | None = None,
+        verify_sha256: bool = True,
+    ) -> Classifier:
+        """Load a model file and the card beside it, and check both.
+
+        Args:
+            path: The TorchScript file (``.pt``); its card is the same name with ``.json``.
+            batch_size: Beats per forward pass. Default 4096.
+            num_threads: When given, ``torch.set_num_threads(num_threads)`` (process-wide).
+                Default None: leave torch's setting alone.
+            verify_sha256: Check that the card's sha256 is the model file's. Default True.
+
+        Raises:
+            FileNotFoundError: the model file does not exist.
+            CardError: the card is missing or unreadable, does not match the pipeline
+                (classes, fs, window, RR units), or the model file is corrupt or gives the
+                wrong output shape. The message names the file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model file {path} not found (train one with 'beatwise train', or use the "
+                f"shipped models/beatwise_interpatient.pt)."
+            )
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        card = read_card(path)
+        check_card(card, model_path=path, verify_sha256=verify_sha256)
+        try:
+            with warnings.catch_warnings():
+                # TorchScript is deprecated in favour of torch.export, but it is what loads
+                # without the model's Python source; keep the warning out of users' logs.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors...
+            raise CardError(
+                f"model file {path}: not a loadable TorchScript model ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})."
+            ) from exc
+        module.eval()
+        self = cls(module, card, path=path, batch_size=batch_size)
+        try:
+            probe = self.predict(_probe_beats())
+        except Exception as exc:
+            raise CardError(
+                f"model file {path}: fails on a (1, {_WIDTH}) window + (1, 3) RR input "
+                f"({type(exc).__name__}: {exc})."
+            ) from exc
+        if probe.shape != (1, len(CLASSES)):
+            raise CardError(
+                f"model file {path}: output shape {probe.shape}, expected (1, {len(CLASSES)})."
+            )
+        return self
+
+    def predict(self, beats: Beats) -> np.ndarray:
+        """Class probabilities of each beat.
+
+        Args:
+            beats: Beats as cut by :class:`beatwise.pipeline.BeatPipeline`: ``window`` ``(n,
+                280)`` in [0, 1], ``rr`` ``(n, 3)`` seconds.
+
+        Returns:
+            ``(n, 6)`` float32 probabilities, columns in :data:`beatwise.classes.CLASSES`
+            order, rows summing to 1.
+        """
+        window = np.asarray(beats.window, dtype=np.float32)
+        rr = np.asarray(beats.rr, dtype=np.float32)
+        if window.ndim != 2 or window.shape[1] != _WIDTH:
+            raise ValueError(
+                f"beats.window must have shape (n, {_WIDTH}); got {window.shape}."
+            )
+        if rr.shape != (len(window), 3):
+            raise ValueError(f"beats.rr must have shape ({len(window)}, 3) seconds; got {rr.shape}.")
+        n = len(window)
+        out = np.empty((n, len(self.classes)), np.float32)
+        with torch.inference_mode():
+            for a in range(0, n, self.batch_size):
+                w = torch.from_numpy(np.ascontiguousarray(window[a : a + self.batch_size]))
+                r = torch.from_numpy(np.ascontiguousarray(rr[a : a + self.batch_size]))
+                out[a : a + len(w)] = torch.softmax(self.module(w, r), dim=1).numpy()
+        return out
+
+    def labels(self, probs: np.ndarray) -> np.ndarray:
+        """Class name of each row of :meth:`predict`'s output (``<U1`` array)."""
+        return np.asarray(self.classes, dtype="<U1")[np.argmax(probs, axis=1)]
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.path)!r}, classes={self.classes})"
+
+
+def _probe_beats() -> Beats:
+    return Beats(
+        np.zeros(1, np.int64),
+        np.full((1, _WIDTH), 0.5, np.float32),
+        np.full((1, 3), 0.8, np.float32),
+    )
