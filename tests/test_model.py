@@ -105,3 +105,81 @@ def test_export_round_trip_gives_same_predictions(tmp_path):
     after = Classifier.load(path).predict(beats)
     np.testing.assert_allclose(after, before, atol=1e-5)
     assert (after.argmax(1) == before.argmax(1)).all()
+
+
+# --- training, end to end on a few hundred real beats ---------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_dataset():
+    from beatwise.dataset import build_dataset
+    from beatwise.records import RecordError, list_records
+
+    try:
+        list_records("mitdb")
+    except RecordError:
+        pytest.skip("no mitdb data (set BEATWISE_DATA)")
+    return build_dataset([("mitdb", "208"), ("mitdb", "100")], workers=1)
+
+
+def _tiny_prepared(ds, monkeypatch=None):
+    from beatwise.model.protocols import prepare, split_dataset
+
+    prepared = prepare(ds, split_dataset(ds, "seed", seed=0), seed=0, balance="none")
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 300), ("val", 100)):
+        keep = np.sort(rng.permutation(len(prepared[f"y_{part}"]))[:n])
+        for k in ("x", "rr", "y"):
+            prepared[f"{k}_{part}"] = prepared[f"{k}_{part}"][keep]
+    return prepared
+
+
+def test_tiny_training_export_round_trip(tiny_dataset, tmp_path):
+    from beatwise.model.train import TrainConfig, fit
+
+    prepared = _tiny_prepared(tiny_dataset)
+    config = TrainConfig(epochs=1, batch_size=64, widths=(8, 16), blocks=1, seed=0)
+    model, history = fit(prepared, config=config, log=lambda _: None)
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    beats = Beats(
+        np.arange(100, dtype=np.int64), prepared["x_val"], prepared["rr_val"]
+    )
+    with torch.inference_mode():
+        before = torch.softmax(
+            model(torch.from_numpy(beats.window), torch.from_numpy(beats.rr)), dim=1
+        ).numpy()
+    path = export_model(model, tmp_path / "tiny.pt", card={"protocol": "seed"})
+    after = Classifier.load(path).predict(beats)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+    assert (after.argmax(1) == before.argmax(1)).all()
+    # same seed, same data: the same weights
+    again, _ = fit(prepared, config=config, log=lambda _: None)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_smote_balancing(tiny_dataset, monkeypatch):
+    from beatwise.model import protocols
+
+    monkeypatch.setattr(protocols, "SEED_MINORITY", 400)
+    monkeypatch.setattr(protocols, "SEED_MAJORITY", 800)
+    split = protocols.split_dataset(tiny_dataset, "seed", seed=0)
+    p = protocols.prepare(tiny_dataset, split, seed=0)
+    counts = p["info"]["train"]
+    assert counts["N"] == 800
+    assert counts["V"] >= 400 and counts["A"] == 400  # 208 has ~990 V, 100 ~30 A
+    assert p["x_train"].shape == (sum(counts.values()), 280)
+    assert p["rr_train"].shape[1] == 3
+    # the split is over reference beats: test + train + val never share a beat
+    parts = [set(split.beats[k].tolist()) for k in ("train", "val", "test")]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+
+
+def test_prepared_file_round_trip(tiny_dataset, tmp_path):
+    from beatwise.model.train import load_prepared, save_prepared
+
+    prepared = _tiny_prepared(tiny_dataset)
+    path = save_prepared(prepared, tmp_path / "p.npz")
+    back = load_prepared(path)
+    np.testing.assert_allclose(back["x_train"], prepared["x_train"], atol=0.5 / 255 + 1e-6)
+    np.testing.assert_array_equal(back["y_val"], prepared["y_val"])
+    assert back["info"]["protocol"] == "seed"

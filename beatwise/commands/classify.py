@@ -1,0 +1,319 @@
+"""``beatwise dataset build``, ``beatwise train``, ``beatwise eval classify`` (+ ``classify-report``)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_DATASET = "cache/beats.npz"
+
+
+def register(groups: dict[str, argparse._SubParsersAction]) -> None:
+    p = groups["dataset"].add_parser(
+        "build",
+        help="cut every record's beats with the live pipeline and match them to the reference",
+    )
+    p.add_argument("--out", default=DEFAULT_DATASET, help="output .npz (default: %(default)s)")
+    p.add_argument(
+        "--detector",
+        choices=("pipeline", "biosppy"),
+        default="pipeline",
+        help="pipeline: the live BeatPipeline (default); biosppy: the prior version's "
+        "zero-phase filter + Hamilton R peaks, to measure train/serve mismatch",
+    )
+    p.add_argument("--records", nargs="+", default=None, metavar="DB/NAME",
+                   help="only these records (default: all of mitdb and svdb)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--compress", action="store_true", help="deflate the arrays (smaller, slower)")
+    p.set_defaults(func=_build)
+
+    p = groups[""].add_parser("train", help="train the beat classifier; export TorchScript + card")
+    p.add_argument("--protocol", choices=("seed", "interpatient"), required=True)
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="beat dataset (default: %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="model file (default: models/beatwise_<protocol>.pt)")
+    p.add_argument("--epochs", type=int, default=30, help="most epochs (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=6, help="early-stopping epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="split, balancing and training seed")
+    p.add_argument("--balance", choices=("smote", "undersample", "none"), default=None,
+                   help="training balance (default: smote for seed, undersample otherwise)")
+    p.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default="none",
+                   help="loss weights per class (default: %(default)s)")
+    p.add_argument("--augment", action="store_true", help="random shift/noise/tilt of windows")
+    p.add_argument("--widths", default="16,32,64", help="channels per stage (default: %(default)s)")
+    p.add_argument("--blocks", type=int, default=2, help="residual blocks per stage (default: 2)")
+    p.add_argument("--prepare-only", metavar="PATH", default=None,
+                   help="write the prepared (split + balanced) arrays to PATH and stop; fit them "
+                   "anywhere with 'python -m beatwise.model.train PATH --out DIR'")
+    p.add_argument("--weights", metavar="DIR", default=None,
+                   help="skip fitting: export DIR/weights.pt (+ DIR/history.json) made by "
+                   "'python -m beatwise.model.train'")
+    p.set_defaults(func=_train)
+
+    p = groups["eval"].add_parser(
+        "classify", help="model accuracy on test beats and system accuracy of the live pipeline"
+    )
+    p.add_argument("--model", required=True, help="TorchScript model (card beside it)")
+    p.add_argument("--protocol", choices=("seed", "interpatient"), required=True)
+    p.add_argument("--json", required=True, help="output JSON (PNG written beside it)")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="beat dataset (default: %(default)s)")
+    p.add_argument("--chunk", type=int, default=360, help="samples per push (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the card's)")
+    p.add_argument("--no-card", action="store_true", help="do not copy the metrics into the card")
+    p.set_defaults(func=_eval)
+
+    p = groups["eval"].add_parser(
+        "classify-report", help="markdown tables from 'eval classify' JSON files"
+    )
+    p.add_argument("json", nargs="+", help="result JSON files")
+    p.add_argument("--out", default="docs/classification.md", help="(default: %(default)s)")
+    p.set_defaults(func=_report)
+
+
+def _command_line() -> str:
+    return shlex.join(["beatwise", *sys.argv[1:]])
+
+
+def _progress():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+def _build(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from beatwise.classes import CLASSES
+    from beatwise.dataset import all_records, build_dataset, save_dataset
+
+    if args.records:
+        records = []
+        for r in args.records:
+            if r.count("/") != 1:
+                raise ValueError(f"record {r!r}: expected DB/NAME, e.g. mitdb/100.")
+            records.append(tuple(r.split("/")))
+    else:
+        records = all_records()
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"beats ({args.detector})", total=len(records), last="")
+        ds = build_dataset(
+            records,
+            detector=args.detector,
+            workers=args.workers,
+            on_record=lambda rid: progress.update(task, advance=1, last=rid),
+        )
+    path = save_dataset(ds, args.out, compress=args.compress)
+    m = ds.meta
+    console = Console()
+    table = Table(title=f"{path}  ({len(records)} records, {time.perf_counter() - t0:.0f} s)")
+    for col in ("class", "beats", "reference", "missed"):
+        table.add_column(col, justify="right")
+    for c in CLASSES:
+        table.add_row(c, str(m["beats_per_class"][c]), str(m["reference_per_class"][c]),
+                      str(m["missed_per_class"][c]))
+    table.add_row("other", str(m["beats_other"]), "", str(m["missed_other"]))
+    console.print(table)
+    console.print(
+        f"detected {m['n_beats']} beats: {m['n_matched']} matched, {m['n_unmatched']} unmatched "
+        f"(kept, label -2); reference beats {m['n_reference']}, missed {m['n_missed']}."
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from dataclasses import asdict
+
+    import torch
+
+    from beatwise.dataset import load_dataset
+    from beatwise.model.export import export_model
+    from beatwise.model.protocols import prepare, split_dataset
+    from beatwise.model.train import TrainConfig, fit, save_prepared
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        widths = tuple(int(w) for w in args.widths.split(","))
+    except ValueError:
+        raise ValueError(f"--widths must be comma-separated integers, e.g. 16,32,64; got {args.widths!r}.") from None
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+        seed=args.seed, device=args.device, class_weight=args.class_weight, augment=args.augment,
+        widths=widths, blocks=args.blocks,
+    )
+    out = Path(args.out or f"models/beatwise_{args.protocol}.pt")
+    ds = load_dataset(args.dataset)
+    split = split_dataset(ds, args.protocol, seed=args.seed)
+    t0 = time.perf_counter()
+    prepared = prepare(ds, split, seed=args.seed, balance=args.balance)
+    info = prepared["info"]
+    print(f"prepared in {time.perf_counter() - t0:.0f} s: train {info['train']}, val {info['val']}")
+    if args.prepare_only:
+        prepared["info"] = {**info, "config": asdict(config), "prepare_command": _command_line()}
+        path = save_prepared(prepared, args.prepare_only)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        return 0
+    fit_info: dict = {}
+    if args.weights:
+        wdir = Path(args.weights)
+        if not (wdir / "weights.pt").is_file():
+            raise FileNotFoundError(f"--weights {wdir}: no weights.pt there (python -m beatwise.model.train).")
+        hist_path = wdir / "history.json"
+        fit_info = json.loads(hist_path.read_text()) if hist_path.is_file() else {}
+        cfg = fit_info.get("config", asdict(config))
+        config = TrainConfig(**cfg)
+        model = config.model()
+        model.load_state_dict(torch.load(wdir / "weights.pt", map_location="cpu", weights_only=True))
+        model.eval()
+        history = fit_info.get("history", [])
+        seconds = fit_info.get("train_seconds")
+        device = fit_info.get("device", "?")
+    else:
+        t0 = time.perf_counter()
+        model, history = fit(prepared, config=config)
+        seconds = time.perf_counter() - t0
+        device = torch.cuda.get_device_name() if config.device == "cuda" else (
+            f"cpu ({torch.get_num_threads()} threads)"
+        )
+        print(f"trained in {seconds:.0f} s on {device}")
+    best = max(history, key=lambda h: h["val_macro_f1"]) if history else {}
+    n_params = sum(p.numel() for p in model.parameters())
+    card = {
+        "name": out.stem,
+        "protocol": args.protocol,
+        "architecture": {
+            "type": "BeatResNet (1D-ResNet + RR head)",
+            "widths": list(config.widths),
+            "blocks": config.blocks,
+            "parameters": n_params,
+        },
+        "training": {
+            "dataset": args.dataset,
+            "dataset_detector": ds.meta.get("detector"),
+            "split": split_description(args.protocol, split),
+            "balance": info["balance"],
+            "counts": {k: info[k] for k in ("train_before_balancing", "train", "val", "test")},
+            "config": asdict(config),
+            "epochs_run": len(history),
+            "best_epoch": best.get("epoch"),
+            "best_val_macro_f1": best.get("val_macro_f1"),
+            "history": history,
+            "train_seconds": seconds,
+            "device": device,
+            "torch": torch.__version__,
+        },
+        "command": _command_line(),
+        "metrics": None,
+    }
+    if fit_info.get("command"):
+        card["training"]["fit_command"] = fit_info["command"]
+    path = export_model(model, out, card=card)
+    size = path.stat().st_size
+    print(f"wrote {path} ({size / 1024:.0f} KiB, {n_params} parameters) and its card "
+          f"{path.with_suffix('.json')}; best val macro-F1 {best.get('val_macro_f1', float('nan')):.4f}"
+          f" at epoch {best.get('epoch')}")
+    return 0
+
+
+def split_description(protocol: str, split) -> dict:
+    if protocol == "seed":
+        return {
+            "kind": "seed: stratified random 80/20 split of the six-class reference beats of all "
+            "126 records (fixed seed); 10% of the training part held out for validation",
+            "records": "all of mitdb and svdb",
+        }
+    from beatwise.model.protocols import interpatient_records
+
+    recs = interpatient_records([r.split("/")[1] for r in split.test_records if r.startswith("svdb/")])
+    return {
+        "kind": "inter-patient: train DS1 + paced 102 104 107 217 + svdb 800-859 (a quarter of "
+        "those records held out for validation); test DS2 + svdb 860-894",
+        "test_records": split.test_records,
+        "val_records": recs["val"],
+    }
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from beatwise.eval.classification import evaluate
+
+    with _progress() as progress:
+        task = progress.add_task("system run", total=None, last="")
+        out = evaluate(
+            model=args.model,
+            protocol=args.protocol,
+            json_path=args.json,
+            dataset=args.dataset,
+            chunk=args.chunk,
+            workers=args.workers,
+            seed=args.seed,
+            update_card=not args.no_card,
+            command=_command_line(),
+            on_start=lambda n: progress.update(task, total=n),
+            on_record=lambda rid: progress.update(task, advance=1, last=rid),
+        )
+    Console().print(_summary_table(out))
+    return 0
+
+
+def _summary_table(out: dict):
+    from rich.table import Table
+
+    t = Table(title=f"{out['model_file']}  ({out['protocol']} protocol)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("model accuracy (test beats)", f"{100 * out['model_accuracy']:.2f} %")
+    t.add_row("system accuracy (live pipeline)", f"{100 * out['system_accuracy']:.2f} %")
+    t.add_row("macro-F1 (test beats)", f"{out['macro_f1']:.4f}")
+    for c, v in out["model"]["per_class"].items():
+        t.add_row(f"  {c}: P / R / F1 (n)",
+                  f"{v['precision']:.3f} / {v['recall']:.3f} / {v['f1']:.3f} ({v['support']})")
+    s = out["system"]
+    t.add_row("scored reference beats / missed", f"{s['n_scored']} / {s['n_missed']}")
+    t.add_row("false detections", str(s["false_detections"]["count"]))
+    if "aami" in out:
+        a = out["aami"]
+        t.add_row("AAMI DS2 accuracy", f"{100 * a['accuracy']:.2f} %")
+        for c in ("N", "S", "V", "F", "Q"):
+            t.add_row(f"  AAMI {c}: Se / +P / F1 (n)",
+                      f"{a[c]['se']:.3f} / {a[c]['ppv']:.3f} / {a[c]['f1']:.3f} ({a[c]['support']})")
+    t.add_row("inference, one thread", f"{out['inference_ms_per_beat']:.3f} ms/beat")
+    t.add_row("live beats == dataset beats", str(out["live_beats_equal_dataset_beats"]))
+    return t
+
+
+def _report(args: argparse.Namespace) -> int:
+    from beatwise.eval.classification import write_report
+
+    path = write_report([Path(p) for p in args.json], Path(args.out))
+    print(f"wrote {path}")
+    return 0

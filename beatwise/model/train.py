@@ -1,0 +1,316 @@
+"""Training of :class:`BeatResNet` on prepared arrays (torch and numpy only).
+
+A *prepared* set is a dict of arrays: ``x_train`` (n, 280) float32 windows in [0, 1],
+``rr_train`` (n, 3) float32 seconds, ``y_train`` (n,) int64 class indices, and the same for
+``_val``. :mod:`beatwise.model.protocols` makes them from the beat dataset; this module only
+fits, so it can run on a machine that has torch and numpy and nothing else::
+
+    python -m beatwise.model.train cache/prepared_seed.npz --out runs/seed --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from beatwise.model.net import BeatResNet
+
+__all__ = [
+    "TrainConfig",
+    "confusion",
+    "fit",
+    "load_prepared",
+    "macro_f1",
+    "predict_logits",
+    "save_prepared",
+]
+
+N_CLASSES = 6
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (all checked on creation).
+
+    Args:
+        epochs: Largest number of epochs. Default 30.
+        batch_size: Beats per step. Default 256.
+        lr: Peak learning rate (AdamW, one-cycle schedule). Default 2e-3.
+        weight_decay: AdamW weight decay. Default 1e-4.
+        patience: Epochs without a better validation macro-F1 before stopping. Default 6.
+        seed: Seed of initialisation, shuffling and augmentation. Default 0.
+        device: ``"cpu"`` or ``"cuda"``. Default ``"cpu"``.
+        class_weight: Loss weights per class: ``"none"``, ``"balanced"`` (inverse
+            frequency) or ``"sqrt"`` (inverse square root). Default ``"none"``.
+        augment: Random shifts (up to 3 samples), noise and baseline tilt on training
+            windows. Default False.
+        widths: Channels per ResNet stage. Default ``(16, 32, 64)``.
+        blocks: Residual blocks per stage. Default 2.
+    """
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 6
+    seed: int = 0
+    device: str = "cpu"
+    class_weight: str = "none"
+    augment: bool = False
+    widths: tuple[int, ...] = field(default=(16, 32, 64))
+    blocks: int = 2
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError(
+                f"epochs, batch_size and patience must be >= 1; got {self.epochs}, "
+                f"{self.batch_size}, {self.patience}."
+            )
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(
+                f"class_weight must be one of {CLASS_WEIGHTS}; got {self.class_weight!r}."
+            )
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda'; got {self.device!r}.")
+
+    def model(self) -> BeatResNet:
+        return BeatResNet(n_classes=N_CLASSES, widths=self.widths, blocks=self.blocks)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
+    """Confusion matrix, rows = truth, columns = prediction (int64)."""
+    m = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(m, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return m
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_CLASSES) -> float:
+    """Mean F1 over the classes present in ``y_true`` (a class never seen has no F1)."""
+    m = confusion(y_true, y_pred, n_classes)
+    tp = np.diag(m).astype(float)
+    support, predicted = m.sum(1), m.sum(0)
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros(n_classes), where=support + predicted > 0)
+    present = support > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, rr: torch.Tensor, *, batch_size: int = 8192
+) -> torch.Tensor:
+    """Logits of many beats, in eval mode, batched."""
+    model.eval()
+    return torch.cat(
+        [model(x[a : a + batch_size], rr[a : a + batch_size]) for a in range(0, len(x), batch_size)]
+    ) if len(x) else torch.zeros((0, N_CLASSES), device=x.device)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    n, width = x.shape
+    dev = x.device
+    shift = torch.randint(-3, 4, (n, 1), generator=gen, device=dev)
+    idx = (torch.arange(width, device=dev).unsqueeze(0) - shift).clamp(0, width - 1)
+    x = torch.gather(x, 1, idx)
+    noise = 0.01 * torch.randn(x.shape, generator=gen, device=dev)
+    tilt = 0.05 * (torch.rand((n, 1), generator=gen, device=dev) - 0.5)
+    ramp = torch.linspace(-1.0, 1.0, width, device=dev).unsqueeze(0)
+    x = x + noise + tilt * ramp
+    lo = x.min(dim=1, keepdim=True).values
+    span = (x.max(dim=1, keepdim=True).values - lo).clamp(min=1e-6)
+    return (x - lo) / span  # back to min-max [0, 1], as the pipeline scales
+
+
+def fit(
+    prepared: dict[str, np.ndarray],
+    *,
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+) -> tuple[BeatResNet, list[dict[str, Any]]]:
+    """Train a :class:`BeatResNet` with early stopping on validation macro-F1.
+
+    Args:
+        prepared: ``x_train``, ``rr_train``, ``y_train``, ``x_val``, ``rr_val``, ``y_val``.
+        config: The run's settings.
+        log: Called with one line per epoch. Default ``print``.
+
+    Returns:
+        ``(model, history)``: the model of the best validation epoch (on the CPU, eval mode)
+        and one dict per epoch (``epoch``, ``loss``, ``val_loss``, ``val_macro_f1``,
+        ``val_accuracy``, ``seconds``).
+    """
+    dev = torch.device(config.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' asked for, but torch sees no CUDA device.")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(config.seed)
+    gen = torch.Generator(device=dev).manual_seed(config.seed)
+
+    def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (
+            torch.as_tensor(np.asarray(prepared[f"x_{split}"], np.float32), device=dev),
+            torch.as_tensor(np.asarray(prepared[f"rr_{split}"], np.float32), device=dev),
+            torch.as_tensor(np.asarray(prepared[f"y_{split}"], np.int64), device=dev),
+        )
+
+    xt, rt, yt = tensors("train")
+    xv, rv, yv = tensors("val")
+    if len(xt) == 0 or len(xv) == 0:
+        raise ValueError(f"need training and validation beats; got {len(xt)} and {len(xv)}.")
+    counts = torch.bincount(yt, minlength=N_CLASSES).double().clamp(min=1)
+    if config.class_weight == "balanced":
+        w = counts.sum() / (N_CLASSES * counts)
+    elif config.class_weight == "sqrt":
+        w = (counts.max() / counts).sqrt()
+    else:
+        w = torch.ones(N_CLASSES, dtype=torch.float64)
+    loss_fn = nn.CrossEntropyLoss(weight=w.float().to(dev))
+    val_loss_fn = nn.CrossEntropyLoss()
+
+    model = config.model().to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = (len(xt) + config.batch_size - 1) // config.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps, pct_start=0.15
+    )
+    best_f1, best_state, best_epoch, history = -1.0, None, 0, []
+    y_val = yv.cpu().numpy()
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(xt), generator=gen, device=dev)
+        total = 0.0
+        for a in range(0, len(xt), config.batch_size):
+            idx = order[a : a + config.batch_size]
+            xb = xt[idx]
+            if config.augment:
+                xb = _augment(xb, gen)
+            loss = loss_fn(model(xb, rt[idx]), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        logits = predict_logits(model, xv, rv)
+        val_loss = float(val_loss_fn(logits, yv))
+        pred = logits.argmax(1).cpu().numpy()
+        f1 = macro_f1(y_val, pred)
+        row = {
+            "epoch": epoch,
+            "loss": total / len(xt),
+            "val_loss": val_loss,
+            "val_macro_f1": f1,
+            "val_accuracy": float((pred == y_val).mean()),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        log(
+            f"epoch {epoch:3d}  loss {row['loss']:.4f}  val loss {val_loss:.4f}  "
+            f"val macro-F1 {f1:.4f}  val acc {row['val_accuracy']:.4f}  ({row['seconds']:.1f} s)"
+        )
+        if f1 > best_f1:
+            best_f1, best_epoch = f1, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            log(f"early stop: no better val macro-F1 since epoch {best_epoch} ({best_f1:.4f})")
+            break
+    model.load_state_dict(best_state)
+    return model.cpu().eval(), history
+
+
+# --- prepared sets on disk: compact, so they can travel to a training machine -------------
+
+def save_prepared(prepared: dict[str, Any], path: str | Path) -> Path:
+    """Write a prepared set compactly: windows quantised to 8 bits (step 1/255, the same
+    rounding for every window) and delta coded, deflated. Other arrays as they are; ``info``
+    (a dict) as JSON. Deterministic bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    members: dict[str, np.ndarray] = {}
+    for key, value in prepared.items():
+        if key == "info":
+            members["info"] = np.asarray(json.dumps(value, sort_keys=True))
+        elif key.startswith("x_"):
+            q = np.rint(np.clip(np.asarray(value, np.float32), 0, 1) * 255).astype(np.uint8)
+            members[key + "_q8d"] = np.diff(q, axis=1, prepend=np.uint8(0)).astype(np.uint8)
+        else:
+            members[key] = np.asarray(value)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(members):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(members[key]), allow_pickle=False)
+            zf.writestr(info, buf.getvalue())
+    return path
+
+
+def load_prepared(path: str | Path) -> dict[str, Any]:
+    """Read :func:`save_prepared`'s file (windows back to float32 in [0, 1])."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prepared training set {path} not found ('beatwise train --prepare-only').")
+    out: dict[str, Any] = {}
+    with np.load(path, allow_pickle=False) as z:
+        for key in z.files:
+            if key == "info":
+                out["info"] = json.loads(str(z[key].reshape(-1)[0]))
+            elif key.endswith("_q8d"):
+                q = np.cumsum(z[key], axis=1, dtype=np.uint8)  # wraps mod 256, undoing the diff
+                out[key[:-4]] = q.astype(np.float32) / 255.0
+            else:
+                out[key] = z[key]
+    return out
+
+
+def _main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m beatwise.model.train",
+        description="Fit BeatResNet on a prepared set; write weights + history (torch, numpy only).",
+    )
+    p.add_argument("prepared", help="prepared .npz (beatwise train --prepare-only)")
+    p.add_argument("--out", required=True, help="output folder: weights.pt, history.json")
+    p.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
+    args = p.parse_args(argv)
+    prepared = load_prepared(args.prepared)
+    cfg = {**prepared.get("info", {}).get("config", {}), **json.loads(args.config)}
+    config = TrainConfig(**cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model, history = fit(prepared, config=config)
+    seconds = time.perf_counter() - t0
+    torch.save(model.state_dict(), out / "weights.pt")
+    (out / "history.json").write_text(
+        json.dumps(
+            {
+                "config": asdict(config),
+                "history": history,
+                "train_seconds": seconds,
+                "device": torch.cuda.get_device_name() if config.device == "cuda" else "cpu",
+                "torch": torch.__version__,
+            },
+            indent=2,
+        )
+    )
+    print(f"trained in {seconds:.0f} s; wrote {out}/weights.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
