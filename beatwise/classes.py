@@ -16,11 +16,17 @@ CLASSES: tuple[str, ...] = ("N", "L", "R", "A", "V", "/")
 
 #: MIT-BIH annotation symbol -> one of CLASSES. Symbols not here are outside the six.
 SYMBOL_TO_CLASS: dict[str, str] = {
-    "N": "N", "e": "N", "j": "N",
+    "N": "N",
+    "e": "N",
+    "j": "N",
     "L": "L",
     "R": "R",
-    "A": "A", "a": "A", "J": "A", "S": "A",
-    "V": "V", "E": "V",
+    "A": "A",
+    "a": "A",
+    "J": "A",
+    "S": "A",
+    "V": "V",
+    "E": "V",
     "/": "/",
 }
 
@@ -28,11 +34,22 @@ AAMI_CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
 
 #: MIT-BIH symbol -> AAMI EC57 class.
 SYMBOL_TO_AAMI: dict[str, str] = {
-    "N": "N", "L": "N", "R": "N", "e": "N", "j": "N", "B": "N",
-    "A": "S", "a": "S", "J": "S", "S": "S",
-    "V": "V", "E": "V",
+    "N": "N",
+    "L": "N",
+    "R": "N",
+    "e": "N",
+    "j": "N",
+    "B": "N",
+    "A": "S",
+    "a": "S",
+    "J": "S",
+    "S": "S",
+    "V": "V",
+    "E": "V",
     "F": "F",
-    "/": "Q", "f": "Q", "Q": "Q",
+    "/": "Q",
+    "f": "Q",
+    "Q": "Q",
 }
 
 #: Annotation symbols that mark a beat (the 16 MIT-BIH beat labels, plus "B", the

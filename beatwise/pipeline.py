@@ -13,7 +13,7 @@ from beatwise.dsp.detector import OnlinePanTompkins
 from beatwise.dsp.filter import Bandpass, as_samples
 from beatwise.records import FS
 
-__all__ = ["BeatPipeline", "WINDOW_AFTER", "WINDOW_BEFORE"]
+__all__ = ["WINDOW_AFTER", "WINDOW_BEFORE", "BeatPipeline"]
 
 #: Window samples before the R peak (at 360 Hz).
 WINDOW_BEFORE = 100

@@ -196,7 +196,9 @@ def load_record(
     try:
         ann = wfdb.rdann(str(path), annotator)
     except Exception as exc:
-        raise RecordError(f"record {rid}: unreadable annotations {path}.{annotator} ({exc}).") from exc
+        raise RecordError(
+            f"record {rid}: unreadable annotations {path}.{annotator} ({exc})."
+        ) from exc
 
     fs_native = float(header.fs)
     n_native = len(x)
@@ -209,8 +211,7 @@ def load_record(
     # svdb 860 holds one annotation one sample past the end; anything further is an error.
     if len(samples) and (samples.min() < 0 or samples.max() > n_native * FS / fs_native + 1):
         raise RecordError(
-            f"record {rid}: annotation sample {int(samples.max())} outside the signal "
-            f"(0..{n - 1})."
+            f"record {rid}: annotation sample {int(samples.max())} outside the signal (0..{n - 1})."
         )
     samples = np.clip(samples, 0, n - 1)
     symbols = np.asarray(ann.symbol, dtype="<U1")

@@ -40,7 +40,7 @@ def test_passband_and_stopband():
     # second-order edges: -3 dB at the cut-offs, about -21 dB at 100 Hz, -20 dB at 0.05 Hz
     for hz, lo, hi in ((10.0, 0.9, 1.1), (0.05, 0.0, 0.1), (100.0, 0.0, 0.1)):
         y = Bandpass().push(np.sin(2 * np.pi * hz * t))
-        gain = np.abs(y[-int(5 * fs):]).max()
+        gain = np.abs(y[-int(5 * fs) :]).max()
         assert lo <= gain <= hi, (hz, gain)
 
 

@@ -58,7 +58,9 @@ def test_class_maps():
     assert class_of("F") is None and class_of("Q") is None and class_of("!") is None
     assert set(SYMBOL_TO_AAMI.values()) == set(AAMI_CLASSES)
     for sym, cls in SYMBOL_TO_CLASS.items():
-        assert SYMBOL_TO_AAMI[sym] == {"N": "N", "L": "N", "R": "N", "A": "S", "V": "V", "/": "Q"}[cls]
+        assert (
+            SYMBOL_TO_AAMI[sym] == {"N": "N", "L": "N", "R": "N", "A": "S", "V": "V", "/": "Q"}[cls]
+        )
 
 
 # --- bad records: each error names the record and the problem -----------------------------
@@ -119,8 +121,15 @@ def test_nan_samples(tmp_path):
     folder.mkdir()
     sig = np.sin(np.arange(3600) / 10.0)[:, None]
     sig[100] = np.nan
-    wfdb.wrsamp("r1", fs=360, units=["mV"], sig_name=["MLII"], p_signal=sig, fmt=["16"],
-                write_dir=str(folder))
+    wfdb.wrsamp(
+        "r1",
+        fs=360,
+        units=["mV"],
+        sig_name=["MLII"],
+        p_signal=sig,
+        fmt=["16"],
+        write_dir=str(folder),
+    )
     wfdb.wrann("r1", "atr", np.array([50, 400]), np.array(["N", "N"]), write_dir=str(folder))
     (folder / "RECORDS").write_text("r1\n")
     with pytest.raises(RecordError, match=r"nandb/r1: 1 non-finite samples"):
@@ -134,8 +143,15 @@ def test_other_rate_is_resampled(tmp_path):
     folder = tmp_path / "userdb"
     folder.mkdir()
     t = np.arange(2500) / 250
-    wfdb.wrsamp("u1", fs=250, units=["mV"], sig_name=["II"], p_signal=np.sin(t)[:, None],
-                fmt=["16"], write_dir=str(folder))
+    wfdb.wrsamp(
+        "u1",
+        fs=250,
+        units=["mV"],
+        sig_name=["II"],
+        p_signal=np.sin(t)[:, None],
+        fmt=["16"],
+        write_dir=str(folder),
+    )
     wfdb.wrann("u1", "atr", np.array([250, 500]), np.array(["N", "V"]), write_dir=str(folder))
     (folder / "RECORDS").write_text("u1\n")
     rec = load_record("userdb", "u1", root=tmp_path)

@@ -11,7 +11,9 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p = groups["data"].add_parser(
         "download", help="fetch databases from PhysioNet (needs the network)"
     )
-    p.add_argument("--db", nargs="+", default=list(DATABASES), help="databases (default: %(default)s)")
+    p.add_argument(
+        "--db", nargs="+", default=list(DATABASES), help="databases (default: %(default)s)"
+    )
     p.add_argument("--dir", default=None, help="target folder (default: the data directory)")
     p.set_defaults(func=_download)
 

@@ -124,7 +124,11 @@ class BeatAssembler:
         if right and not pad_end:
             raise RuntimeError(f"beat at {r}: window not complete.")
         return np.concatenate(
-            [np.full(left, self._first), seg, np.full(right, self._buf[-1] if len(self._buf) else 0.0)]
+            [
+                np.full(left, self._first),
+                seg,
+                np.full(right, self._buf[-1] if len(self._buf) else 0.0),
+            ]
         )
 
     def push(self, chunk, peaks, confirmed_at=None) -> Beats:
@@ -150,8 +154,10 @@ class BeatAssembler:
         self._buf = np.concatenate([self._buf, x])
         self._n += len(x)
         for r, c in zip(peaks.tolist(), conf.tolist()):
-            if self._pending and r <= self._pending[-1][0] or (
-                self._last_r is not None and r <= self._last_r
+            if (
+                self._pending
+                and r <= self._pending[-1][0]
+                or (self._last_r is not None and r <= self._last_r)
             ):
                 raise ValueError(f"peaks must increase; got {r} after an earlier peak.")
             if not c - self.max_delay <= r <= c < self._n:

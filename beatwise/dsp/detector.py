@@ -45,11 +45,40 @@ _LAST_APEX = 4  # apex index of the last QRS
 _NCAND = 5  # number of stored candidates
 _NRR = 6  # RRs seen
 _RR_MISS = 7  # consecutive RRs outside the regular limits
-_NI = 8
+_SB_AT = 8  # search back once the clock passes this sample
+_NI = 9
 
 # Float state slots.
-_SPKI, _NPKI, _SPKF, _NPKF, _PK_MAX, _MWI_SUM, _LAST_SLOPE, _LEARN_MAX, _LEARN_SUM = range(9)
-_NF = 9
+_SPKI, _NPKI, _SPKF, _NPKF, _PK_MAX, _MWI_SUM, _LAST_SLOPE, _LEARN_MAX, _LEARN_SUM, _LAST_AMP = (
+    range(10)
+)
+_NF = 10
+
+# Tunable constants (see DEFAULT_PARAMS).
+_TH, _SB, _TW, _SBRR, _AMP, _HALF, _IRREG, _TIMEOUT, _REFR, _APLO, _APHI, _MINRR, _LOBE, _POL = (
+    range(14)
+)
+#: Threshold fraction between noise and signal level (PT: 0.25); search-back threshold
+#: factor (PT: 0.5); T-wave slope ratio (PT: 0.5); search-back after this many RR averages
+#: (PT: 1.66); 1 = thresholds on sqrt(MWI) (amplitude), 0 = on MWI (energy); an MWI peak is
+#: confirmed when the MWI falls under this fraction of it; threshold factor while the rhythm
+#: is irregular (PT: 0.5).
+DEFAULT_PARAMS = {
+    "th": 0.35,
+    "sb": 0.5,
+    "tw": 0.5,
+    "sbrr": 1.66,
+    "amp": 0.6,
+    "half": 0.5,
+    "irreg": 1.0,
+    "timeout": 0.150,
+    "refractory": 0.200,
+    "apex_lo": 0.190,
+    "apex_hi": 0.060,
+    "min_rr": 0.24,
+    "lobe": 0.5,
+    "pol": 1.0,
+}
 
 _RING = 256  # ring buffers of recent samples (power of two)
 _MASK = _RING - 1
@@ -57,18 +86,33 @@ _NCAND_MAX = 64
 _NRR_AVG = 8
 
 # Candidate columns: MWI-peak index, MWI amplitude, band amplitude, slope, apex index.
-_CP, _CAI, _CAF, _CSL, _CAPEX = range(5)
+_CP, _CAI, _CAF, _CSL, _CAPEX, _CAMP = range(6)
 
 
 @njit(cache=True, inline="always")
-def _thresholds(fs_):
-    ti = fs_[_NPKI] + 0.25 * (fs_[_SPKI] - fs_[_NPKI])
-    tf = fs_[_NPKF] + 0.25 * (fs_[_SPKF] - fs_[_NPKF])
+def _thresholds(is_, fs_, par):
+    ti = fs_[_NPKI] + par[_TH] * (fs_[_SPKI] - fs_[_NPKI])
+    tf = fs_[_NPKF] + par[_TH] * (fs_[_SPKF] - fs_[_NPKF])
+    if is_[_RR_MISS] > 0:
+        ti *= par[_IRREG]
+        tf *= par[_IRREG]
     return ti, tf
 
 
+@njit(cache=True, inline="always")
+def _same_complex(is_, fs_, par, apex, amp):
+    """A deflection too close to the last QRS apex and much smaller than it is another
+    lobe of the same (wide) complex, not a new beat."""
+    if apex - is_[_LAST_APEX] >= par[_MINRR]:
+        return False
+    last = fs_[_LAST_AMP]
+    if par[_POL] > 0 and amp * last < 0.0:
+        return True
+    return abs(amp) < par[_LOBE] * abs(last)
+
+
 @njit(cache=True)
-def _accept(is_, fs_, rr, rr2, p, ai, af, slope, apex, searchback, out, n_out):
+def _accept(is_, fs_, par, rr, rr2, p, ai, af, slope, apex, amp, searchback, out, n_out):
     """Register a QRS: update signal levels, RR averages; append its apex to ``out``."""
     if searchback:
         fs_[_SPKI] = 0.25 * ai + 0.75 * fs_[_SPKI]
@@ -98,25 +142,29 @@ def _accept(is_, fs_, rr, rr2, p, ai, af, slope, apex, searchback, out, n_out):
                 is_[_RR_MISS] = 0
     is_[_LAST_P] = p
     is_[_LAST_APEX] = apex
+    is_[_SB_AT] = p + int(par[_SBRR] * rr2.mean())
     fs_[_LAST_SLOPE] = slope
+    fs_[_LAST_AMP] = amp
     out[n_out, 0] = apex
     out[n_out, 1] = is_[_G] - 1  # the sample at which it was confirmed
     return n_out + 1
 
 
 @njit(cache=True)
-def _classify(is_, fs_, rr, rr2, cand, p, ai, af, slope, apex, refractory, twave, out, n_out):
+def _classify(
+    is_, fs_, par, rr, rr2, cand, p, ai, af, slope, apex, amp, refractory, twave, out, n_out
+):
     """Decide one MWI peak in normal (non-learning) mode."""
     last = is_[_LAST_P]
-    if last >= 0 and p - last < refractory:
+    if last >= 0 and (p - last < refractory or _same_complex(is_, fs_, par, apex, amp)):
         return n_out
-    ti, tf = _thresholds(fs_)
+    ti, tf = _thresholds(is_, fs_, par)
     if ai > ti and af > tf:
-        if last >= 0 and p - last < twave and slope < 0.5 * fs_[_LAST_SLOPE]:
+        if last >= 0 and p - last < twave and slope < par[_TW] * fs_[_LAST_SLOPE]:
             fs_[_NPKI] = 0.125 * ai + 0.875 * fs_[_NPKI]
             fs_[_NPKF] = 0.125 * af + 0.875 * fs_[_NPKF]
             return n_out
-        n_out = _accept(is_, fs_, rr, rr2, p, ai, af, slope, apex, False, out, n_out)
+        n_out = _accept(is_, fs_, par, rr, rr2, p, ai, af, slope, apex, amp, False, out, n_out)
         is_[_NCAND] = 0
         return n_out
     fs_[_NPKI] = 0.125 * ai + 0.875 * fs_[_NPKI]
@@ -132,29 +180,32 @@ def _classify(is_, fs_, rr, rr2, cand, p, ai, af, slope, apex, refractory, twave
     cand[nc, _CAF] = af
     cand[nc, _CSL] = slope
     cand[nc, _CAPEX] = apex
+    cand[nc, _CAMP] = amp
     is_[_NCAND] = nc + 1
     return n_out
 
 
 @njit(cache=True)
-def _searchback(is_, fs_, rr, rr2, cand, g, refractory, twave, max_delay, out, n_out):
+def _searchback(is_, fs_, par, rr, rr2, cand, g, refractory, twave, max_delay, out, n_out):
     """Search back among stored candidates when no QRS came for 166 % of the RR average."""
     while True:
         last = is_[_LAST_P]
         if last < 0 or is_[_NCAND] == 0:
             return n_out
-        if g - last <= 1.66 * rr2.mean():
+        if g <= is_[_SB_AT]:
             return n_out
-        ti, tf = _thresholds(fs_)
+        ti, tf = _thresholds(is_, fs_, par)
         best = -1
         best_ai = 0.0
         for j in range(is_[_NCAND]):
             p = cand[j, _CP]
             if p - last < refractory or g - cand[j, _CAPEX] > max_delay:
                 continue
-            if cand[j, _CAI] <= 0.5 * ti or cand[j, _CAF] <= 0.5 * tf:
+            if _same_complex(is_, fs_, par, int(cand[j, _CAPEX]), cand[j, _CAMP]):
                 continue
-            if p - last < twave and cand[j, _CSL] < 0.5 * fs_[_LAST_SLOPE]:
+            if cand[j, _CAI] <= par[_SB] * ti or cand[j, _CAF] <= par[_SB] * tf:
+                continue
+            if p - last < twave and cand[j, _CSL] < par[_TW] * fs_[_LAST_SLOPE]:
                 continue
             if cand[j, _CAI] > best_ai:
                 best_ai = cand[j, _CAI]
@@ -162,8 +213,20 @@ def _searchback(is_, fs_, rr, rr2, cand, g, refractory, twave, max_delay, out, n
         if best < 0:
             return n_out
         n_out = _accept(
-            is_, fs_, rr, rr2, int(cand[best, _CP]), cand[best, _CAI], cand[best, _CAF],
-            cand[best, _CSL], int(cand[best, _CAPEX]), True, out, n_out,
+            is_,
+            fs_,
+            par,
+            rr,
+            rr2,
+            int(cand[best, _CP]),
+            cand[best, _CAI],
+            cand[best, _CAF],
+            cand[best, _CSL],
+            int(cand[best, _CAPEX]),
+            cand[best, _CAMP],
+            True,
+            out,
+            n_out,
         )
         # drop the chosen one and all before it
         k = 0
@@ -174,14 +237,13 @@ def _searchback(is_, fs_, rr, rr2, cand, g, refractory, twave, max_delay, out, n
 
 
 @njit(cache=True)
-def _end_learning(is_, fs_, rr, rr2, cand, refractory, twave, out, n_out):
+def _end_learning(is_, fs_, par, rr, rr2, cand, refractory, twave, out, n_out):
     n = is_[_NCAND]
     fs_[_SPKI] = fs_[_LEARN_MAX]
-    fs_[_NPKI] = 0.5 * fs_[_LEARN_SUM]
+    fs_[_NPKI] = 0.5 * fs_[_LEARN_SUM] ** par[_AMP]
     maxf = 0.0
     for j in range(n):
-        if cand[j, _CAF] > maxf:
-            maxf = cand[j, _CAF]
+        maxf = max(maxf, cand[j, _CAF])
     fs_[_SPKF] = maxf
     fs_[_NPKF] = 0.0
     is_[_LEARNING] = 0
@@ -189,59 +251,100 @@ def _end_learning(is_, fs_, rr, rr2, cand, refractory, twave, out, n_out):
     buf = cand[:n, :].copy()
     for j in range(n):
         n_out = _classify(
-            is_, fs_, rr, rr2, cand, int(buf[j, _CP]), buf[j, _CAI], buf[j, _CAF],
-            buf[j, _CSL], int(buf[j, _CAPEX]), refractory, twave, out, n_out,
+            is_,
+            fs_,
+            par,
+            rr,
+            rr2,
+            cand,
+            int(buf[j, _CP]),
+            buf[j, _CAI],
+            buf[j, _CAF],
+            buf[j, _CSL],
+            int(buf[j, _CAPEX]),
+            buf[j, _CAMP],
+            refractory,
+            twave,
+            out,
+            n_out,
         )
     return n_out
 
 
 @njit(cache=True)
 def _detect(
-    x, sos, zi, is_, fs_, ring_x, ring_b, ring_sq, rr, rr2, cand, out,
-    w, refractory, twave, peak_timeout, learn, max_delay, apex_lo, apex_hi,
+    x,
+    sos,
+    zi,
+    is_,
+    fs_,
+    par,
+    ring_x,
+    ring_b,
+    ring_sq,
+    rr,
+    rr2,
+    cand,
+    out,
+    w,
+    refractory,
+    twave,
+    peak_timeout,
+    learn,
+    max_delay,
+    apex_lo,
+    apex_hi,
 ):
     n_out = 0
+    # Hot per-sample state in locals (written back before any call that reads it).
+    g = is_[_G]
+    mwi_sum = fs_[_MWI_SUM]
+    pk_max = fs_[_PK_MAX]
+    pk_idx = is_[_PK_IDX]
+    half = par[_HALF]
+    learning = is_[_LEARNING] == 1
     for i in range(x.shape[0]):
-        g = is_[_G]
         xi = x[i]
         ring_x[g & _MASK] = xi
         b = sosfilt_step(sos, zi, xi)
         ring_b[g & _MASK] = b
         # five-point derivative (Pan & Tompkins eq. 4), squared
-        d = 2.0 * b + ring_b[(g - 1) & _MASK] - ring_b[(g - 3) & _MASK] - 2.0 * ring_b[(g - 4) & _MASK]
+        d = (
+            2.0 * b
+            + ring_b[(g - 1) & _MASK]
+            - ring_b[(g - 3) & _MASK]
+            - 2.0 * ring_b[(g - 4) & _MASK]
+        )
         sq = d * d
-        fs_[_MWI_SUM] += sq - ring_sq[(g - w) & _MASK]
+        mwi_sum += sq - ring_sq[(g - w) & _MASK]
         ring_sq[g & _MASK] = sq
-        mwi = fs_[_MWI_SUM] / w
-        if mwi < 0.0:
-            mwi = 0.0
-        is_[_G] = g + 1
-
-        if is_[_LEARNING] == 1:
+        mwi = mwi_sum / w
+        mwi = max(mwi, 0.0)
+        if learning:
             fs_[_LEARN_SUM] += mwi / learn
 
         # Peak of the MWI: a maximum, confirmed when the MWI has halved or timed out.
         emit = False
-        if is_[_PK_IDX] < 0 or mwi > fs_[_PK_MAX]:
-            fs_[_PK_MAX] = mwi
-            is_[_PK_IDX] = g
-        elif mwi < 0.5 * fs_[_PK_MAX] or g - is_[_PK_IDX] > peak_timeout:
-            emit = fs_[_PK_MAX] > 0.0
+        if pk_idx < 0 or mwi > pk_max:
+            pk_max = mwi
+            pk_idx = g
+        elif mwi < half * pk_max or g - pk_idx > peak_timeout:
+            emit = pk_max > 0.0
+        g += 1
+        is_[_G] = g
         if emit:
-            p = is_[_PK_IDX]
-            ai = fs_[_PK_MAX]
-            is_[_PK_IDX] = -1
-            fs_[_PK_MAX] = 0.0
+            p = pk_idx
+            ai = pk_max ** par[_AMP]
+            pk_idx = -1
+            pk_max = 0.0
             # band amplitude and slope over the window that built this MWI peak
             af = 0.0
             slope = 0.0
             for k in range(p - w - 4, p + 1):
                 v = abs(ring_b[k & _MASK])
-                if v > af:
-                    af = v
+                af = max(af, v)
                 s = ring_sq[k & _MASK]
-                if s > slope:
-                    slope = s
+                slope = max(slope, s)
             slope = np.sqrt(slope)
             # apex in the input signal
             apex = p - apex_hi
@@ -251,7 +354,7 @@ def _detect(
                 if v > best:
                     best = v
                     apex = k
-            if is_[_LEARNING] == 1:
+            if learning:
                 if p >= w:  # skip the integrator's start-up
                     nc = is_[_NCAND]
                     if nc < _NCAND_MAX:
@@ -260,20 +363,39 @@ def _detect(
                         cand[nc, _CAF] = af
                         cand[nc, _CSL] = slope
                         cand[nc, _CAPEX] = apex
+                        cand[nc, _CAMP] = ring_x[apex & _MASK]
                         is_[_NCAND] = nc + 1
-                    if ai > fs_[_LEARN_MAX]:
-                        fs_[_LEARN_MAX] = ai
+                    fs_[_LEARN_MAX] = max(fs_[_LEARN_MAX], ai)
             else:
                 n_out = _classify(
-                    is_, fs_, rr, rr2, cand, p, ai, af, slope, apex, refractory, twave, out, n_out
+                    is_,
+                    fs_,
+                    par,
+                    rr,
+                    rr2,
+                    cand,
+                    p,
+                    ai,
+                    af,
+                    slope,
+                    apex,
+                    ring_x[apex & _MASK],
+                    refractory,
+                    twave,
+                    out,
+                    n_out,
                 )
-        if is_[_LEARNING] == 1:
-            if g + 1 >= learn:
-                n_out = _end_learning(is_, fs_, rr, rr2, cand, refractory, twave, out, n_out)
-        else:
+        if learning:
+            if g >= learn:
+                n_out = _end_learning(is_, fs_, par, rr, rr2, cand, refractory, twave, out, n_out)
+                learning = False
+        elif g - 1 > is_[_SB_AT] and is_[_NCAND] > 0:
             n_out = _searchback(
-                is_, fs_, rr, rr2, cand, g, refractory, twave, max_delay, out, n_out
+                is_, fs_, par, rr, rr2, cand, g - 1, refractory, twave, max_delay, out, n_out
             )
+    fs_[_MWI_SUM] = mwi_sum
+    fs_[_PK_MAX] = pk_max
+    is_[_PK_IDX] = pk_idx
     return n_out
 
 
@@ -304,6 +426,7 @@ class OnlinePanTompkins:
         twave_s: float = 0.360,
         learn_s: float = 2.0,
         max_delay_s: float = 2.0,
+        params: dict[str, float] | None = None,
     ) -> None:
         if fs <= 2 * band_hz[1]:
             raise ValueError(f"fs must exceed twice band_hz[1] = {2 * band_hz[1]} Hz; got {fs}.")
@@ -314,18 +437,28 @@ class OnlinePanTompkins:
         self.twave_s = twave_s
         self.learn_s = learn_s
         self.max_delay_s = max_delay_s
+        self.params = {**DEFAULT_PARAMS, **(params or {})}
+        unknown = set(self.params) - set(DEFAULT_PARAMS)
+        if unknown:
+            raise ValueError(
+                f"unknown detector params {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}."
+            )
+        self._par = np.array([float(self.params[k]) for k in DEFAULT_PARAMS])
+        self._par[_MINRR] *= fs  # seconds -> samples
         self._w = int(round(mwi_s * fs))
         if self._w + 64 > _RING:
-            raise ValueError(f"mwi_s={mwi_s} s too long for fs={fs} Hz; at most {(_RING - 64) / fs:.3f} s.")
+            raise ValueError(
+                f"mwi_s={mwi_s} s too long for fs={fs} Hz; at most {(_RING - 64) / fs:.3f} s."
+            )
         self._sos = butter(2, band_hz, btype="bandpass", output="sos", fs=fs)
-        self._refractory = int(round(refractory_s * fs))
+        self._refractory = int(round(self.params["refractory"] * fs))
         self._twave = int(round(twave_s * fs))
-        self._peak_timeout = int(round(0.150 * fs))
+        self._peak_timeout = int(round(self.params["timeout"] * fs))
         self._learn = int(round(learn_s * fs))
         self.max_delay = int(round(max_delay_s * fs))
         # Where the apex lies relative to the MWI peak (samples before it).
-        self._apex_lo = self._w + int(round(0.030 * fs))
-        self._apex_hi = 0
+        self._apex_lo = int(round(self.params["apex_lo"] * fs))
+        self._apex_hi = int(round(self.params["apex_hi"] * fs))
         self._reset()
 
     def _reset(self) -> None:
@@ -340,7 +473,7 @@ class OnlinePanTompkins:
         self._ring_sq = np.zeros(_RING)
         self._rr = np.full(_NRR_AVG, float(round(self.fs)))
         self._rr2 = self._rr.copy()
-        self._cand = np.zeros((_NCAND_MAX, 5))
+        self._cand = np.zeros((_NCAND_MAX, 6))
 
     @property
     def n_samples(self) -> int:
@@ -357,10 +490,27 @@ class OnlinePanTompkins:
         x = as_samples(chunk)
         out = np.empty((len(x) // max(self._refractory, 1) + _NCAND_MAX + 2, 2), dtype=np.int64)
         n = _detect(
-            x, self._sos, self._zi, self._is, self._fs, self._ring_x, self._ring_b,
-            self._ring_sq, self._rr, self._rr2, self._cand, out,
-            self._w, self._refractory, self._twave, self._peak_timeout, self._learn,
-            self.max_delay, self._apex_lo, self._apex_hi,
+            x,
+            self._sos,
+            self._zi,
+            self._is,
+            self._fs,
+            self._par,
+            self._ring_x,
+            self._ring_b,
+            self._ring_sq,
+            self._rr,
+            self._rr2,
+            self._cand,
+            out,
+            self._w,
+            self._refractory,
+            self._twave,
+            self._peak_timeout,
+            self._learn,
+            self.max_delay,
+            self._apex_lo,
+            self._apex_hi,
         )
         return out[:n, 0].copy(), out[:n, 1].copy()
 
@@ -371,7 +521,15 @@ class OnlinePanTompkins:
         n = 0
         if self._is[_LEARNING] == 1:
             n = _end_learning(
-                self._is, self._fs, self._rr, self._rr2, self._cand, self._refractory,
-                self._twave, out, 0,
+                self._is,
+                self._fs,
+                self._par,
+                self._rr,
+                self._rr2,
+                self._cand,
+                self._refractory,
+                self._twave,
+                out,
+                0,
             )
         return out[:n, 0].copy(), out[:n, 1].copy()
