@@ -93,6 +93,9 @@ def test_cli_build(record, tmp_path, capsys):
 
     record("mitdb", "100")
     out = tmp_path / "beats.npz"
-    assert main(["dataset", "build", "--records", "mitdb/100", "--out", str(out), "--workers", "1"]) == 0
+    assert (
+        main(["dataset", "build", "--records", "mitdb/100", "--out", str(out), "--workers", "1"])
+        == 0
+    )
     assert load_dataset(out).meta["records"] == ["mitdb/100"]
     assert "missed" in capsys.readouterr().out

@@ -51,15 +51,19 @@ def _rec(symbols, ref_to_det, pred, det_to_ref, sample=None):
 
 def test_system_scores_count_missed_beats_and_false_detections():
     # reference: N V A F(other) ; detections: N->N right, V missed, A->N wrong, F->V, one false
-    res = _rec(["N", "V", "A", "F"], [0, -1, 1, 2], [N, N, V, A], [0, 2, 3, -1],
-               sample=[0, 600, 900, 1500])
+    res = _rec(
+        ["N", "V", "A", "F"], [0, -1, 1, 2], [N, N, V, A], [0, 2, 3, -1], sample=[0, 600, 900, 1500]
+    )
     s = system_scores([res])
     assert s["n_scored"] == 3  # F is outside the six classes
     assert s["n_right"] == 1 and s["n_missed"] == 1
     assert s["accuracy"] == pytest.approx(1 / 3)
     assert s["per_class"]["V"] == {"scored": 1, "right": 0, "missed": 1, "accuracy": 0.0}
     assert s["false_detections"]["count"] == 1
-    assert s["false_detections"]["by_record"]["mitdb/999"] == {"samples": [1500], "predicted": ["A"]}
+    assert s["false_detections"]["by_record"]["mitdb/999"] == {
+        "samples": [1500],
+        "predicted": ["A"],
+    }
     # a scope scores only the listed reference beats
     assert system_scores([res], scope={"mitdb/999": np.array([0])})["accuracy"] == 1.0
 
@@ -94,8 +98,12 @@ def test_evaluate_writes_json_png_and_card(record, tmp_path):
     )
     model = make_untrained(tmp_path / "m.pt")
     out = evaluate(
-        model=model, protocol="seed", json_path=tmp_path / "res" / "r.json", dataset=ds_path,
-        workers=1, command="beatwise eval classify ...",
+        model=model,
+        protocol="seed",
+        json_path=tmp_path / "res" / "r.json",
+        dataset=ds_path,
+        workers=1,
+        command="beatwise eval classify ...",
     )
     saved = json.loads((tmp_path / "res" / "r.json").read_text())
     assert (tmp_path / "res" / "r.png").is_file()

@@ -109,6 +109,7 @@ def test_export_round_trip_gives_same_predictions(tmp_path):
 
 # --- training, end to end on a few hundred real beats ---------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_dataset():
     from beatwise.dataset import build_dataset
@@ -140,9 +141,7 @@ def test_tiny_training_export_round_trip(tiny_dataset, tmp_path):
     config = TrainConfig(epochs=1, batch_size=64, widths=(8, 16), blocks=1, seed=0)
     model, history = fit(prepared, config=config, log=lambda _: None)
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
-    beats = Beats(
-        np.arange(100, dtype=np.int64), prepared["x_val"], prepared["rr_val"]
-    )
+    beats = Beats(np.arange(100, dtype=np.int64), prepared["x_val"], prepared["rr_val"])
     with torch.inference_mode():
         before = torch.softmax(
             model(torch.from_numpy(beats.window), torch.from_numpy(beats.rr)), dim=1

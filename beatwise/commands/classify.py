@@ -1,4 +1,4 @@
-"""``beatwise dataset build``, ``beatwise train``, ``beatwise eval classify`` (+ ``classify-report``)."""
+"""``beatwise dataset build``, ``beatwise train``, ``beatwise eval classify`` (+ ``-report``)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,13 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         help="pipeline: the live BeatPipeline (default); biosppy: the prior version's "
         "zero-phase filter + Hamilton R peaks, to measure train/serve mismatch",
     )
-    p.add_argument("--records", nargs="+", default=None, metavar="DB/NAME",
-                   help="only these records (default: all of mitdb and svdb)")
+    p.add_argument(
+        "--records",
+        nargs="+",
+        default=None,
+        metavar="DB/NAME",
+        help="only these records (default: all of mitdb and svdb)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--compress", action="store_true", help="deflate the arrays (smaller, slower)")
     p.set_defaults(func=_build)
@@ -32,28 +37,49 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p = groups[""].add_parser("train", help="train the beat classifier; export TorchScript + card")
     p.add_argument("--protocol", choices=("seed", "interpatient"), required=True)
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="beat dataset (default: %(default)s)")
-    p.add_argument("--out", default=None,
-                   help="model file (default: models/beatwise_<protocol>.pt)")
+    p.add_argument(
+        "--out", default=None, help="model file (default: models/beatwise_<protocol>.pt)"
+    )
     p.add_argument("--epochs", type=int, default=30, help="most epochs (default: %(default)s)")
-    p.add_argument("--patience", type=int, default=6, help="early-stopping epochs (default: %(default)s)")
+    p.add_argument(
+        "--patience", type=int, default=6, help="early-stopping epochs (default: %(default)s)"
+    )
     p.add_argument("--batch-size", type=int, default=256, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument(
+        "--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)"
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="split, balancing and training seed")
-    p.add_argument("--balance", choices=("smote", "undersample", "none"), default=None,
-                   help="training balance (default: smote for seed, undersample otherwise)")
-    p.add_argument("--class-weight", choices=("none", "balanced", "sqrt"), default="none",
-                   help="loss weights per class (default: %(default)s)")
+    p.add_argument(
+        "--balance",
+        choices=("smote", "undersample", "none"),
+        default=None,
+        help="training balance (default: smote for seed, undersample otherwise)",
+    )
+    p.add_argument(
+        "--class-weight",
+        choices=("none", "balanced", "sqrt"),
+        default="none",
+        help="loss weights per class (default: %(default)s)",
+    )
     p.add_argument("--augment", action="store_true", help="random shift/noise/tilt of windows")
     p.add_argument("--widths", default="16,32,64", help="channels per stage (default: %(default)s)")
     p.add_argument("--blocks", type=int, default=2, help="residual blocks per stage (default: 2)")
-    p.add_argument("--prepare-only", metavar="PATH", default=None,
-                   help="write the prepared (split + balanced) arrays to PATH and stop; fit them "
-                   "anywhere with 'python -m beatwise.model.train PATH --out DIR'")
-    p.add_argument("--weights", metavar="DIR", default=None,
-                   help="skip fitting: export DIR/weights.pt (+ DIR/history.json) made by "
-                   "'python -m beatwise.model.train'")
+    p.add_argument(
+        "--prepare-only",
+        metavar="PATH",
+        default=None,
+        help="write the prepared (split + balanced) arrays to PATH and stop; fit them "
+        "anywhere with 'python -m beatwise.model.train PATH --out DIR'",
+    )
+    p.add_argument(
+        "--weights",
+        metavar="DIR",
+        default=None,
+        help="skip fitting: export DIR/weights.pt (+ DIR/history.json) made by "
+        "'python -m beatwise.model.train'",
+    )
     p.set_defaults(func=_train)
 
     p = groups["eval"].add_parser(
@@ -135,8 +161,12 @@ def _build(args: argparse.Namespace) -> int:
     for col in ("class", "beats", "reference", "missed"):
         table.add_column(col, justify="right")
     for c in CLASSES:
-        table.add_row(c, str(m["beats_per_class"][c]), str(m["reference_per_class"][c]),
-                      str(m["missed_per_class"][c]))
+        table.add_row(
+            c,
+            str(m["beats_per_class"][c]),
+            str(m["reference_per_class"][c]),
+            str(m["missed_per_class"][c]),
+        )
     table.add_row("other", str(m["beats_other"]), "", str(m["missed_other"]))
     console.print(table)
     console.print(
@@ -163,11 +193,20 @@ def _train(args: argparse.Namespace) -> int:
     try:
         widths = tuple(int(w) for w in args.widths.split(","))
     except ValueError:
-        raise ValueError(f"--widths must be comma-separated integers, e.g. 16,32,64; got {args.widths!r}.") from None
+        raise ValueError(
+            f"--widths must be comma-separated integers, e.g. 16,32,64; got {args.widths!r}."
+        ) from None
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-        seed=args.seed, device=args.device, class_weight=args.class_weight, augment=args.augment,
-        widths=widths, blocks=args.blocks,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        class_weight=args.class_weight,
+        augment=args.augment,
+        widths=widths,
+        blocks=args.blocks,
     )
     out = Path(args.out or f"models/beatwise_{args.protocol}.pt")
     ds = load_dataset(args.dataset)
@@ -185,13 +224,17 @@ def _train(args: argparse.Namespace) -> int:
     if args.weights:
         wdir = Path(args.weights)
         if not (wdir / "weights.pt").is_file():
-            raise FileNotFoundError(f"--weights {wdir}: no weights.pt there (python -m beatwise.model.train).")
+            raise FileNotFoundError(
+                f"--weights {wdir}: no weights.pt there (python -m beatwise.model.train)."
+            )
         hist_path = wdir / "history.json"
         fit_info = json.loads(hist_path.read_text()) if hist_path.is_file() else {}
         cfg = fit_info.get("config", asdict(config))
         config = TrainConfig(**cfg)
         model = config.model()
-        model.load_state_dict(torch.load(wdir / "weights.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(
+            torch.load(wdir / "weights.pt", map_location="cpu", weights_only=True)
+        )
         model.eval()
         history = fit_info.get("history", [])
         seconds = fit_info.get("train_seconds")
@@ -200,8 +243,10 @@ def _train(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         model, history = fit(prepared, config=config)
         seconds = time.perf_counter() - t0
-        device = torch.cuda.get_device_name() if config.device == "cuda" else (
-            f"cpu ({torch.get_num_threads()} threads)"
+        device = (
+            torch.cuda.get_device_name()
+            if config.device == "cuda"
+            else (f"cpu ({torch.get_num_threads()} threads)")
         )
         print(f"trained in {seconds:.0f} s on {device}")
     best = max(history, key=lambda h: h["val_macro_f1"]) if history else {}
@@ -237,9 +282,11 @@ def _train(args: argparse.Namespace) -> int:
         card["training"]["fit_command"] = fit_info["command"]
     path = export_model(model, out, card=card)
     size = path.stat().st_size
-    print(f"wrote {path} ({size / 1024:.0f} KiB, {n_params} parameters) and its card "
-          f"{path.with_suffix('.json')}; best val macro-F1 {best.get('val_macro_f1', float('nan')):.4f}"
-          f" at epoch {best.get('epoch')}")
+    print(
+        f"wrote {path} ({size / 1024:.0f} KiB, {n_params} parameters) and its card "
+        f"{path.with_suffix('.json')}; best val macro-F1 "
+        f"{best.get('val_macro_f1', float('nan')):.4f} at epoch {best.get('epoch')}"
+    )
     return 0
 
 
@@ -252,7 +299,9 @@ def split_description(protocol: str, split) -> dict:
         }
     from beatwise.model.protocols import interpatient_records
 
-    recs = interpatient_records([r.split("/")[1] for r in split.test_records if r.startswith("svdb/")])
+    recs = interpatient_records(
+        [r.split("/")[1] for r in split.test_records if r.startswith("svdb/")]
+    )
     return {
         "kind": "inter-patient: train DS1 + paced 102 104 107 217 + svdb 800-859 (a quarter of "
         "those records held out for validation); test DS2 + svdb 860-894",
@@ -295,8 +344,10 @@ def _summary_table(out: dict):
     t.add_row("system accuracy (live pipeline)", f"{100 * out['system_accuracy']:.2f} %")
     t.add_row("macro-F1 (test beats)", f"{out['macro_f1']:.4f}")
     for c, v in out["model"]["per_class"].items():
-        t.add_row(f"  {c}: P / R / F1 (n)",
-                  f"{v['precision']:.3f} / {v['recall']:.3f} / {v['f1']:.3f} ({v['support']})")
+        t.add_row(
+            f"  {c}: P / R / F1 (n)",
+            f"{v['precision']:.3f} / {v['recall']:.3f} / {v['f1']:.3f} ({v['support']})",
+        )
     s = out["system"]
     t.add_row("scored reference beats / missed", f"{s['n_scored']} / {s['n_missed']}")
     t.add_row("false detections", str(s["false_detections"]["count"]))
@@ -304,8 +355,10 @@ def _summary_table(out: dict):
         a = out["aami"]
         t.add_row("AAMI DS2 accuracy", f"{100 * a['accuracy']:.2f} %")
         for c in ("N", "S", "V", "F", "Q"):
-            t.add_row(f"  AAMI {c}: Se / +P / F1 (n)",
-                      f"{a[c]['se']:.3f} / {a[c]['ppv']:.3f} / {a[c]['f1']:.3f} ({a[c]['support']})")
+            t.add_row(
+                f"  AAMI {c}: Se / +P / F1 (n)",
+                f"{a[c]['se']:.3f} / {a[c]['ppv']:.3f} / {a[c]['f1']:.3f} ({a[c]['support']})",
+            )
     t.add_row("inference, one thread", f"{out['inference_ms_per_beat']:.3f} ms/beat")
     t.add_row("live beats == dataset beats", str(out["live_beats_equal_dataset_beats"]))
     return t

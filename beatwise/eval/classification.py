@@ -210,7 +210,9 @@ def system_scores(
     n_fd = tp_all = ref_all = det_all = 0
     for res in results:
         labels = np.asarray([index.get(SYMBOL_TO_CLASS.get(s, ""), -1) for s in res.ref_symbol])
-        sel = np.flatnonzero(labels >= 0) if scope is None else np.asarray(scope.get(res.record, []))
+        sel = (
+            np.flatnonzero(labels >= 0) if scope is None else np.asarray(scope.get(res.record, []))
+        )
         sel = sel[labels[sel] >= 0] if len(sel) else sel.astype(np.int64)
         found = res.ref_to_det[sel] >= 0
         np.add.at(scored, labels[sel], 1)
@@ -337,7 +339,12 @@ def plot_confusions(
         for i in range(a.shape[0]):
             for j in range(a.shape[1]):
                 ax.text(
-                    j, i, f"{int(a[i, j])}", ha="center", va="center", fontsize=7,
+                    j,
+                    i,
+                    f"{int(a[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black",
                 )
     fig.tight_layout()
@@ -349,6 +356,7 @@ def plot_confusions(
 
 
 # --- the whole evaluation, as `beatwise eval classify` runs it ----------------------------
+
 
 def inference_ms_per_beat(clf: Any, beats: Beats, *, repeats: int = 3) -> float:
     """Batched inference time per beat on one torch thread, best of ``repeats`` (ms)."""
@@ -481,8 +489,12 @@ def evaluate(
     sys_m = np.asarray(system_part["confusion_detected"]["matrix"])
     missed_col = [[system_part["per_class"][c]["missed"]] for c in CLASSES]
     panels.append(
-        ("system: live pipeline", list(CLASSES), [*CLASSES, "missed"],
-         np.hstack([sys_m, missed_col]).tolist())
+        (
+            "system: live pipeline",
+            list(CLASSES),
+            [*CLASSES, "missed"],
+            np.hstack([sys_m, missed_col]).tolist(),
+        )
     )
     if protocol == "interpatient":
         ds2 = [f"mitdb/{r}" for r in DS2]
@@ -490,16 +502,22 @@ def evaluate(
         a_all = aami_scores(results)
         head = a_ds2["system"]
         out["aami"] = {
-            **{c: {k: head["per_class"][c][k] for k in ("se", "ppv", "f1", "support")}
-               for c in AAMI_CLASSES},
+            **{
+                c: {k: head["per_class"][c][k] for k in ("se", "ppv", "f1", "support")}
+                for c in AAMI_CLASSES
+            },
             "accuracy": head["accuracy"],
             "records": "DS2 (22 mitdb records)",
             "view": "system: every DS2 beat annotation; missed beats count as errors",
         }
         out["aami_detail"] = {"ds2": a_ds2, "all_test_records": a_all}
         panels.append(
-            ("AAMI, DS2 (system)", list(AAMI_CLASSES), [*AAMI_CLASSES, "missed"],
-             head["confusion"]["matrix"])
+            (
+                "AAMI, DS2 (system)",
+                list(AAMI_CLASSES),
+                [*AAMI_CLASSES, "missed"],
+                head["confusion"]["matrix"],
+            )
         )
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -526,24 +544,78 @@ def evaluate(
 
 _TARGETS = (
     # (label, protocol, detector, getter, target, reference, as_percent)
-    ("seed protocol, model accuracy", "seed", "pipeline",
-     lambda r: r["model_accuracy"], ">= 99.5%", "prior version 99.4%", True),
-    ("seed protocol, system accuracy (live pipeline, missed beats count)", "seed", "pipeline",
-     lambda r: r["system_accuracy"], ">= 99.4%", "prior version 73.5%", True),
-    ("seed protocol, macro-F1 over the six classes", "seed", "pipeline",
-     lambda r: r["macro_f1"], ">= 0.97", "—", False),
-    ("inter-patient DS2, AAMI V F1", "interpatient", "pipeline",
-     lambda r: r["aami"]["V"]["f1"], ">= 0.93", "Niu 2020: 0.897", False),
-    ("inter-patient DS2, AAMI S F1", "interpatient", "pipeline",
-     lambda r: r["aami"]["S"]["f1"], ">= 0.80", "Niu 2020: 0.766", False),
-    ("inter-patient DS2, overall accuracy (AAMI)", "interpatient", "pipeline",
-     lambda r: r["aami"]["accuracy"], ">= 96.5%", "Niu 2020: 96.4%; Mondéjar-Guerra 2019: 94.5%",
-     True),
-    ("`--detector biosppy` model (seed protocol), model accuracy on its own beats", "seed",
-     "biosppy", lambda r: r["model_accuracy"], "reported", "—", True),
-    ("`--detector biosppy` model (seed protocol), system accuracy (live pipeline)", "seed",
-     "biosppy", lambda r: r["system_accuracy"], "reported, to show the mismatch", "prior 73.5%",
-     True),
+    (
+        "seed protocol, model accuracy",
+        "seed",
+        "pipeline",
+        lambda r: r["model_accuracy"],
+        ">= 99.5%",
+        "prior version 99.4%",
+        True,
+    ),
+    (
+        "seed protocol, system accuracy (live pipeline, missed beats count)",
+        "seed",
+        "pipeline",
+        lambda r: r["system_accuracy"],
+        ">= 99.4%",
+        "prior version 73.5%",
+        True,
+    ),
+    (
+        "seed protocol, macro-F1 over the six classes",
+        "seed",
+        "pipeline",
+        lambda r: r["macro_f1"],
+        ">= 0.97",
+        "—",
+        False,
+    ),
+    (
+        "inter-patient DS2, AAMI V F1",
+        "interpatient",
+        "pipeline",
+        lambda r: r["aami"]["V"]["f1"],
+        ">= 0.93",
+        "Niu 2020: 0.897",
+        False,
+    ),
+    (
+        "inter-patient DS2, AAMI S F1",
+        "interpatient",
+        "pipeline",
+        lambda r: r["aami"]["S"]["f1"],
+        ">= 0.80",
+        "Niu 2020: 0.766",
+        False,
+    ),
+    (
+        "inter-patient DS2, overall accuracy (AAMI)",
+        "interpatient",
+        "pipeline",
+        lambda r: r["aami"]["accuracy"],
+        ">= 96.5%",
+        "Niu 2020: 96.4%; Mondéjar-Guerra 2019: 94.5%",
+        True,
+    ),
+    (
+        "`--detector biosppy` model (seed protocol), model accuracy on its own beats",
+        "seed",
+        "biosppy",
+        lambda r: r["model_accuracy"],
+        "reported",
+        "—",
+        True,
+    ),
+    (
+        "`--detector biosppy` model (seed protocol), system accuracy (live pipeline)",
+        "seed",
+        "biosppy",
+        lambda r: r["system_accuracy"],
+        "reported, to show the mismatch",
+        "prior 73.5%",
+        True,
+    ),
 )
 
 
@@ -576,18 +648,22 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
     for _, r in results:
         lines.append(r.get("command") or "")
     lines += ["```"]
-    for path, r in results:
+    for _path, r in results:
         name = Path(r["model_file"]).name
+        png = r.get("confusion_png", "")
         lines += [
             "",
             f"### {name} — {r['protocol']} protocol, beats from `{r['dataset']['detector']}`",
             "",
-            (f"Model accuracy {_fmt(r['model_accuracy'], True)}, macro-F1 {r['macro_f1']:.3f} "
-            f"({r['model']['n']} test beats); system accuracy {_fmt(r['system_accuracy'], True)} "
-            f"({r['system']['n_scored']} reference beats, {r['system']['n_missed']} missed, "
-            f"{r['system']['false_detections']['count']} false detections); inference "
-            f"{r['inference_ms_per_beat']:.3f} ms/beat on one thread. "
-            f"Confusion matrices: [{r.get('confusion_png', '')}](results/{r.get('confusion_png', '')})."),
+            (
+                f"Model accuracy {_fmt(r['model_accuracy'], True)}, macro-F1 {r['macro_f1']:.3f} "
+                f"({r['model']['n']} test beats); system accuracy "
+                f"{_fmt(r['system_accuracy'], True)} "
+                f"({r['system']['n_scored']} reference beats, {r['system']['n_missed']} missed, "
+                f"{r['system']['false_detections']['count']} false detections); inference "
+                f"{r['inference_ms_per_beat']:.3f} ms/beat on one thread. "
+                f"Confusion matrices: [{png}](results/{png})."
+            ),
             "",
             "| class | precision | recall | F1 | test beats | system: right / scored |",
             "|---|---|---|---|---|---|",
@@ -614,8 +690,10 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
                 )
             lines += [
                 "",
-                ("Our six classes map to AAMI as N, L, R → N; A → S; V → V; / → Q; the model has "
-                "no F class, so F beats are always errors."),
+                (
+                    "Our six classes map to AAMI as N, L, R → N; A → S; V → V; / → Q; the model "
+                    "has no F class, so F beats are always errors."
+                ),
             ]
     return "\n".join(lines) + "\n"
 
@@ -627,7 +705,9 @@ def write_report(json_paths: Sequence[Path], out: Path) -> Path:
     results = []
     for p in json_paths:
         if not Path(p).is_file():
-            raise FileNotFoundError(f"result file {p} not found ('beatwise eval classify --json {p}').")
+            raise FileNotFoundError(
+                f"result file {p} not found ('beatwise eval classify --json {p}')."
+            )
         results.append((str(p), json.loads(Path(p).read_text())))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -130,11 +130,11 @@ class Classifier:
         window = np.asarray(beats.window, dtype=np.float32)
         rr = np.asarray(beats.rr, dtype=np.float32)
         if window.ndim != 2 or window.shape[1] != _WIDTH:
-            raise ValueError(
-                f"beats.window must have shape (n, {_WIDTH}); got {window.shape}."
-            )
+            raise ValueError(f"beats.window must have shape (n, {_WIDTH}); got {window.shape}.")
         if rr.shape != (len(window), 3):
-            raise ValueError(f"beats.rr must have shape ({len(window)}, 3) seconds; got {rr.shape}.")
+            raise ValueError(
+                f"beats.rr must have shape ({len(window)}, 3) seconds; got {rr.shape}."
+            )
         n = len(window)
         out = np.empty((n, len(self.classes)), np.float32)
         with torch.inference_mode():

@@ -42,7 +42,7 @@ def rr_features(rr: torch.Tensor) -> torch.Tensor:
 
 
 class _Block(nn.Module):
-    """Two kernel-3 convolutions with a skip connection (a 1x1 projection when the shape changes)."""
+    """Two kernel-3 convolutions and a skip connection (1x1 projection when the shape changes)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
@@ -97,7 +97,9 @@ class BeatResNet(nn.Module):
     ) -> None:
         super().__init__()
         if not widths or blocks < 1:
-            raise ValueError(f"need at least one stage and one block; got widths={widths}, blocks={blocks}.")
+            raise ValueError(
+                f"need at least one stage and one block; got widths={widths}, blocks={blocks}."
+            )
         self.stem = nn.Sequential(
             nn.Conv1d(1, widths[0], 7, stride=2, padding=3, bias=False),
             nn.BatchNorm1d(widths[0]),

@@ -28,6 +28,7 @@ __all__ = [
     "Split",
     "interpatient_records",
     "prepare",
+    "running_rr",
     "split_dataset",
 ]
 
@@ -35,13 +36,53 @@ PROTOCOLS: tuple[str, ...] = ("seed", "interpatient")
 
 #: de Chazal et al. 2004, training set (mitdb).
 DS1: tuple[str, ...] = (
-    "101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124", "201",
-    "203", "205", "207", "208", "209", "215", "220", "223", "230",
+    "101",
+    "106",
+    "108",
+    "109",
+    "112",
+    "114",
+    "115",
+    "116",
+    "118",
+    "119",
+    "122",
+    "124",
+    "201",
+    "203",
+    "205",
+    "207",
+    "208",
+    "209",
+    "215",
+    "220",
+    "223",
+    "230",
 )
 #: de Chazal et al. 2004, test set (mitdb).
 DS2: tuple[str, ...] = (
-    "100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212", "213",
-    "214", "219", "221", "222", "228", "231", "232", "233", "234",
+    "100",
+    "103",
+    "105",
+    "111",
+    "113",
+    "117",
+    "121",
+    "123",
+    "200",
+    "202",
+    "210",
+    "212",
+    "213",
+    "214",
+    "219",
+    "221",
+    "222",
+    "228",
+    "231",
+    "232",
+    "233",
+    "234",
 )
 #: The paced mitdb records (outside DS1 and DS2), trained on so the model knows "/".
 PACED: tuple[str, ...] = ("102", "104", "107", "217")
@@ -131,6 +172,7 @@ def prepare(
     *,
     seed: int = 0,
     balance: str | None = None,
+    rr_mean_beats: int | None = None,
 ) -> dict[str, Any]:
     """Training and validation arrays of a split, balanced for training.
 
@@ -141,6 +183,10 @@ def prepare(
         balance: ``"smote"`` (SMOTE of minorities to 20,000 + N undersampled to 40,000:
             the seed protocol's), ``"undersample"`` (N undersampled to 40,000 only), or
             ``"none"``. Default: ``"smote"`` for seed, ``"undersample"`` otherwise.
+        rr_mean_beats: Experiment only: replace the RR column "local mean RR" by the mean
+            pre-RR of the last ``rr_mean_beats`` detected beats of the record (a longer,
+            record-level running mean). The live pipeline feeds a 10-beat mean, so a model
+            trained so cannot ship unless the pipeline changes. Default None (as fed live).
 
     Returns:
         ``x_train``, ``rr_train``, ``y_train``, ``x_val``, ``rr_val``, ``y_val`` and
@@ -150,8 +196,9 @@ def prepare(
     if balance not in ("smote", "undersample", "none"):
         raise ValueError(f"balance must be 'smote', 'undersample' or 'none'; got {balance!r}.")
     tr, va = split.beats["train"], split.beats["val"]
+    rr_all = ds["rr"] if rr_mean_beats is None else running_rr(ds, rr_mean_beats)
     x = np.asarray(ds["window"][tr], np.float32)
-    rr = np.asarray(ds["rr"][tr], np.float32)
+    rr = np.asarray(rr_all[tr], np.float32)
     y = ds["label"][tr].astype(np.int64)
     before = _counts(y)
     if balance != "none":
@@ -161,18 +208,36 @@ def prepare(
         "rr_train": rr,
         "y_train": y,
         "x_val": np.asarray(ds["window"][va], np.float32),
-        "rr_val": np.asarray(ds["rr"][va], np.float32),
+        "rr_val": np.asarray(rr_all[va], np.float32),
         "y_val": ds["label"][va].astype(np.int64),
         "info": {
             "protocol": split.protocol,
             "balance": balance,
             "seed": seed,
+            "rr_mean_beats": rr_mean_beats,
             "train_before_balancing": before,
             "train": _counts(y),
             "val": _counts(ds["label"][va]),
             "test": _counts(ds["label"][split.beats["test"]]),
         },
     }
+
+
+def running_rr(ds: Dataset, beats: int) -> np.ndarray:
+    """RR context with column 2 replaced by the causal mean pre-RR of the last ``beats``
+    detected beats of each record (this one included), in seconds."""
+    if beats < 1:
+        raise ValueError(f"rr_mean_beats must be >= 1 beats; got {beats}.")
+    rr = np.array(ds["rr"], dtype=np.float64)
+    rec = ds["record"]
+    edges = np.flatnonzero(np.diff(rec)) + 1
+    for a, b in zip(np.r_[0, edges], np.r_[edges, len(rec)]):
+        pre = rr[a:b, 0]
+        c = np.concatenate([[0.0], np.cumsum(pre)])
+        i = np.arange(1, b - a + 1)
+        lo = np.maximum(i - beats, 0)
+        rr[a:b, 2] = (c[i] - c[lo]) / (i - lo)
+    return rr.astype(np.float32)
 
 
 def _counts(y: np.ndarray) -> dict[str, int]:

@@ -14,6 +14,9 @@ import argparse
 import copy
 import io
 import json
+import os
+import shlex
+import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -103,7 +106,9 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_CLASSES)
     m = confusion(y_true, y_pred, n_classes)
     tp = np.diag(m).astype(float)
     support, predicted = m.sum(1), m.sum(0)
-    f1 = np.divide(2 * tp, support + predicted, out=np.zeros(n_classes), where=support + predicted > 0)
+    f1 = np.divide(
+        2 * tp, support + predicted, out=np.zeros(n_classes), where=support + predicted > 0
+    )
     present = support > 0
     return float(f1[present].mean()) if present.any() else 0.0
 
@@ -114,9 +119,16 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits of many beats, in eval mode, batched."""
     model.eval()
-    return torch.cat(
-        [model(x[a : a + batch_size], rr[a : a + batch_size]) for a in range(0, len(x), batch_size)]
-    ) if len(x) else torch.zeros((0, N_CLASSES), device=x.device)
+    return (
+        torch.cat(
+            [
+                model(x[a : a + batch_size], rr[a : a + batch_size])
+                for a in range(0, len(x), batch_size)
+            ]
+        )
+        if len(x)
+        else torch.zeros((0, N_CLASSES), device=x.device)
+    )
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -158,6 +170,7 @@ def fit(
             raise ValueError("device 'cuda' asked for, but torch sees no CUDA device.")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(config.seed)
     gen = torch.Generator(device=dev).manual_seed(config.seed)
 
@@ -235,6 +248,7 @@ def fit(
 
 # --- prepared sets on disk: compact, so they can travel to a training machine -------------
 
+
 def save_prepared(prepared: dict[str, Any], path: str | Path) -> Path:
     """Write a prepared set compactly: windows quantised to 8 bits (step 1/255, the same
     rounding for every window) and delta coded, deflated. Other arrays as they are; ``info``
@@ -264,7 +278,9 @@ def load_prepared(path: str | Path) -> dict[str, Any]:
     """Read :func:`save_prepared`'s file (windows back to float32 in [0, 1])."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prepared training set {path} not found ('beatwise train --prepare-only').")
+        raise FileNotFoundError(
+            f"prepared training set {path} not found ('beatwise train --prepare-only')."
+        )
     out: dict[str, Any] = {}
     with np.load(path, allow_pickle=False) as z:
         for key in z.files:
@@ -281,13 +297,19 @@ def load_prepared(path: str | Path) -> dict[str, Any]:
 def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m beatwise.model.train",
-        description="Fit BeatResNet on a prepared set; write weights + history (torch, numpy only).",
+        description="Fit BeatResNet on a prepared set; write weights + history (torch + numpy).",
     )
     p.add_argument("prepared", help="prepared .npz (beatwise train --prepare-only)")
     p.add_argument("--out", required=True, help="output folder: weights.pt, history.json")
     p.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
+    p.add_argument("--max-train", type=int, default=None, help="smoke test: first N beats only")
     args = p.parse_args(argv)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     prepared = load_prepared(args.prepared)
+    if args.max_train:
+        for k in ("x", "rr", "y"):
+            prepared[f"{k}_train"] = prepared[f"{k}_train"][: args.max_train]
+            prepared[f"{k}_val"] = prepared[f"{k}_val"][: args.max_train]
     cfg = {**prepared.get("info", {}).get("config", {}), **json.loads(args.config)}
     config = TrainConfig(**cfg)
     out = Path(args.out)
@@ -304,6 +326,10 @@ def _main(argv: list[str] | None = None) -> int:
                 "train_seconds": seconds,
                 "device": torch.cuda.get_device_name() if config.device == "cuda" else "cpu",
                 "torch": torch.__version__,
+                "command": shlex.join(
+                    ["python", "-m", "beatwise.model.train", *(argv or sys.argv[1:])]
+                ),
+                "prepared_info": prepared.get("info", {}),
             },
             indent=2,
         )
