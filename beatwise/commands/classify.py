@@ -67,6 +67,25 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--widths", default="16,32,64", help="channels per stage (default: %(default)s)")
     p.add_argument("--blocks", type=int, default=2, help="residual blocks per stage (default: 2)")
     p.add_argument(
+        "--n-per-epoch",
+        type=int,
+        default=None,
+        help="train each epoch on a fresh random draw of this many N beats (default: all)",
+    )
+    p.add_argument(
+        "--train-on-val",
+        action="store_true",
+        help="refit on training + validation records (after choosing settings and --epochs "
+        "on validation; validation is then monitored, not held out)",
+    )
+    p.add_argument(
+        "--rr-mean-beats",
+        type=int,
+        default=None,
+        help="experiment (with --prepare-only): add RR arrays whose mean RR is the record's "
+        "running mean over this many beats; such a model cannot ship with the 10-beat pipeline",
+    )
+    p.add_argument(
         "--prepare-only",
         metavar="PATH",
         default=None,
@@ -207,12 +226,22 @@ def _train(args: argparse.Namespace) -> int:
         augment=args.augment,
         widths=widths,
         blocks=args.blocks,
+        n_per_epoch=args.n_per_epoch,
     )
     out = Path(args.out or f"models/beatwise_{args.protocol}.pt")
     ds = load_dataset(args.dataset)
     split = split_dataset(ds, args.protocol, seed=args.seed)
     t0 = time.perf_counter()
-    prepared = prepare(ds, split, seed=args.seed, balance=args.balance)
+    if args.rr_mean_beats is not None and not args.prepare_only:
+        raise ValueError("--rr-mean-beats is an experiment: use it with --prepare-only.")
+    prepared = prepare(
+        ds,
+        split,
+        seed=args.seed,
+        balance=args.balance,
+        rr_mean_beats=args.rr_mean_beats,
+        train_on_val=args.train_on_val,
+    )
     info = prepared["info"]
     print(f"prepared in {time.perf_counter() - t0:.0f} s: train {info['train']}, val {info['val']}")
     if args.prepare_only:
@@ -231,6 +260,11 @@ def _train(args: argparse.Namespace) -> int:
         fit_info = json.loads(hist_path.read_text()) if hist_path.is_file() else {}
         cfg = fit_info.get("config", asdict(config))
         config = TrainConfig(**cfg)
+        if config.rr_key != "rr":
+            raise ValueError(
+                f"{wdir}: trained on RR inputs {config.rr_key!r}, not what the pipeline feeds "
+                f"('rr'); such a model cannot be exported for the live pipeline."
+            )
         model = config.model()
         model.load_state_dict(
             torch.load(wdir / "weights.pt", map_location="cpu", weights_only=True)

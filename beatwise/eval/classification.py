@@ -450,10 +450,9 @@ def evaluate(
     system_part = system_scores(results, scope=scope)
 
     # The live beats must be the dataset's beats (same pipeline): check record by record.
-    same = None
+    same, differ = None, []
     if ds.meta.get("detector") == "pipeline":
         beat_rec = names[ds["record"]]
-        same = True
         for res in results:
             rows = np.flatnonzero(beat_rec == res.record)
             w = np.ascontiguousarray(ds["window"][rows])
@@ -461,8 +460,8 @@ def evaluate(
                 np.array_equal(ds["sample"][rows], res.sample)
                 and hashlib.sha256(w.tobytes()).hexdigest() == res.window_sha
             ):
-                same = False
-                break
+                differ.append(res.record)
+        same = not differ
 
     out: dict[str, Any] = {
         "protocol": protocol,
@@ -479,6 +478,7 @@ def evaluate(
         "macro_f1": model_part["macro_f1"],
         "inference_ms_per_beat": speed,
         "live_beats_equal_dataset_beats": same,
+        "live_beats_differ_in": differ,
         "chunk_samples": chunk,
         "model": model_part,
         "system": system_part,

@@ -173,6 +173,7 @@ def prepare(
     seed: int = 0,
     balance: str | None = None,
     rr_mean_beats: int | None = None,
+    train_on_val: bool = False,
 ) -> dict[str, Any]:
     """Training and validation arrays of a split, balanced for training.
 
@@ -183,10 +184,14 @@ def prepare(
         balance: ``"smote"`` (SMOTE of minorities to 20,000 + N undersampled to 40,000:
             the seed protocol's), ``"undersample"`` (N undersampled to 40,000 only), or
             ``"none"``. Default: ``"smote"`` for seed, ``"undersample"`` otherwise.
-        rr_mean_beats: Experiment only: replace the RR column "local mean RR" by the mean
-            pre-RR of the last ``rr_mean_beats`` detected beats of the record (a longer,
-            record-level running mean). The live pipeline feeds a 10-beat mean, so a model
-            trained so cannot ship unless the pipeline changes. Default None (as fed live).
+        rr_mean_beats: Experiment only: also return ``rr_run_train`` / ``rr_run_val``, the
+            RR context with "local mean RR" replaced by the mean pre-RR of the last
+            ``rr_mean_beats`` detected beats of the record (a record-level running mean;
+            train with ``TrainConfig(rr_key="rr_run")``). The live pipeline feeds a 10-beat
+            mean, so such a model cannot ship unless the pipeline changes. Default None.
+        train_on_val: Train on the training and the validation part (a refit once the
+            settings and the number of epochs were chosen on validation); the validation
+            arrays are still returned, for monitoring only. Default False.
 
     Returns:
         ``x_train``, ``rr_train``, ``y_train``, ``x_val``, ``rr_val``, ``y_val`` and
@@ -196,31 +201,41 @@ def prepare(
     if balance not in ("smote", "undersample", "none"):
         raise ValueError(f"balance must be 'smote', 'undersample' or 'none'; got {balance!r}.")
     tr, va = split.beats["train"], split.beats["val"]
-    rr_all = ds["rr"] if rr_mean_beats is None else running_rr(ds, rr_mean_beats)
+    if train_on_val:
+        tr = np.sort(np.concatenate([tr, va]))
     x = np.asarray(ds["window"][tr], np.float32)
-    rr = np.asarray(rr_all[tr], np.float32)
+    rr = np.asarray(ds["rr"][tr], np.float32)
+    if rr_mean_beats is not None:
+        if balance != "none":
+            raise ValueError("rr_mean_beats needs balance='none' (the extra RR rows must align).")
+        rr_run = running_rr(ds, rr_mean_beats)
     y = ds["label"][tr].astype(np.int64)
     before = _counts(y)
     if balance != "none":
         x, rr, y = _balance(x, rr, y, smote=balance == "smote", seed=seed)
-    return {
+    out = {
         "x_train": x,
         "rr_train": rr,
         "y_train": y,
         "x_val": np.asarray(ds["window"][va], np.float32),
-        "rr_val": np.asarray(rr_all[va], np.float32),
+        "rr_val": np.asarray(ds["rr"][va], np.float32),
         "y_val": ds["label"][va].astype(np.int64),
         "info": {
             "protocol": split.protocol,
             "balance": balance,
             "seed": seed,
             "rr_mean_beats": rr_mean_beats,
+            "train_on_val": train_on_val,
             "train_before_balancing": before,
             "train": _counts(y),
             "val": _counts(ds["label"][va]),
             "test": _counts(ds["label"][split.beats["test"]]),
         },
     }
+    if rr_mean_beats is not None:
+        out["rr_run_train"] = rr_run[tr]
+        out["rr_run_val"] = rr_run[va]
+    return out
 
 
 def running_rr(ds: Dataset, beats: int) -> np.ndarray:

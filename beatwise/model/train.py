@@ -62,6 +62,11 @@ class TrainConfig:
             windows. Default False.
         widths: Channels per ResNet stage. Default ``(16, 32, 64)``.
         blocks: Residual blocks per stage. Default 2.
+        n_per_epoch: When given, each epoch trains on a fresh random draw of this many N
+            beats (all beats of the other classes): undersampling that still sees every N
+            beat over the epochs. Default None (every beat every epoch).
+        rr_key: Which RR arrays of the prepared set to use: ``"rr"`` (as the pipeline feeds
+            them) or an experiment's, e.g. ``"rr_run"``. Default ``"rr"``.
     """
 
     epochs: int = 30
@@ -75,6 +80,8 @@ class TrainConfig:
     augment: bool = False
     widths: tuple[int, ...] = field(default=(16, 32, 64))
     blocks: int = 2
+    n_per_epoch: int | None = None
+    rr_key: str = "rr"
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -151,6 +158,7 @@ def fit(
     *,
     config: TrainConfig,
     log: Callable[[str], None] = print,
+    time_limit_s: float | None = None,
 ) -> tuple[BeatResNet, list[dict[str, Any]]]:
     """Train a :class:`BeatResNet` with early stopping on validation macro-F1.
 
@@ -158,6 +166,8 @@ def fit(
         prepared: ``x_train``, ``rr_train``, ``y_train``, ``x_val``, ``rr_val``, ``y_val``.
         config: The run's settings.
         log: Called with one line per epoch. Default ``print``.
+        time_limit_s: Stop after the epoch that passes this many seconds (the best epoch so
+            far is kept; the history says so). Default None.
 
     Returns:
         ``(model, history)``: the model of the best validation epoch (on the CPU, eval mode)
@@ -177,7 +187,9 @@ def fit(
     def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return (
             torch.as_tensor(np.asarray(prepared[f"x_{split}"], np.float32), device=dev),
-            torch.as_tensor(np.asarray(prepared[f"rr_{split}"], np.float32), device=dev),
+            torch.as_tensor(
+                np.asarray(prepared[f"{config.rr_key}_{split}"], np.float32), device=dev
+            ),
             torch.as_tensor(np.asarray(prepared[f"y_{split}"], np.int64), device=dev),
         )
 
@@ -197,18 +209,29 @@ def fit(
 
     model = config.model().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = (len(xt) + config.batch_size - 1) // config.batch_size
+    is_n = yt == 0  # N is class 0 (CLASSES order)
+    n_idx, other_idx = torch.nonzero(is_n).flatten(), torch.nonzero(~is_n).flatten()
+    per_epoch = len(xt)
+    if config.n_per_epoch is not None and config.n_per_epoch < len(n_idx):
+        per_epoch = config.n_per_epoch + len(other_idx)
+    steps = (per_epoch + config.batch_size - 1) // config.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=config.epochs * steps, pct_start=0.15
     )
     best_f1, best_state, best_epoch, history = -1.0, None, 0, []
+    t_start = time.perf_counter()
     y_val = yv.cpu().numpy()
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(len(xt), generator=gen, device=dev)
+        if per_epoch < len(xt):
+            pick = n_idx[torch.randperm(len(n_idx), generator=gen, device=dev)]
+            pool = torch.cat([pick[: config.n_per_epoch], other_idx])
+            order = pool[torch.randperm(len(pool), generator=gen, device=dev)]
+        else:
+            order = torch.randperm(len(xt), generator=gen, device=dev)
         total = 0.0
-        for a in range(0, len(xt), config.batch_size):
+        for a in range(0, len(order), config.batch_size):
             idx = order[a : a + config.batch_size]
             xb = xt[idx]
             if config.augment:
@@ -223,12 +246,18 @@ def fit(
         val_loss = float(val_loss_fn(logits, yv))
         pred = logits.argmax(1).cpu().numpy()
         f1 = macro_f1(y_val, pred)
+        m = confusion(y_val, pred)
+        support, predicted = m.sum(1), m.sum(0)
+        f1_class = np.divide(
+            2 * np.diag(m), support + predicted, out=np.zeros(N_CLASSES), where=support > 0
+        )
         row = {
             "epoch": epoch,
-            "loss": total / len(xt),
+            "loss": total / len(order),
             "val_loss": val_loss,
             "val_macro_f1": f1,
             "val_accuracy": float((pred == y_val).mean()),
+            "val_f1_per_class": [round(float(v), 4) for v in f1_class],
             "seconds": time.perf_counter() - t0,
         }
         history.append(row)
@@ -241,6 +270,10 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= config.patience:
             log(f"early stop: no better val macro-F1 since epoch {best_epoch} ({best_f1:.4f})")
+            break
+        if time_limit_s is not None and time.perf_counter() - t_start > time_limit_s:
+            row["stopped"] = f"time limit {time_limit_s:.0f} s"
+            log(f"time limit: stopping after epoch {epoch}; best epoch {best_epoch}")
             break
     model.load_state_dict(best_state)
     return model.cpu().eval(), history
@@ -303,19 +336,20 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder: weights.pt, history.json")
     p.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
     p.add_argument("--max-train", type=int, default=None, help="smoke test: first N beats only")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds (best epoch kept)")
     args = p.parse_args(argv)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     prepared = load_prepared(args.prepared)
     if args.max_train:
-        for k in ("x", "rr", "y"):
-            prepared[f"{k}_train"] = prepared[f"{k}_train"][: args.max_train]
-            prepared[f"{k}_val"] = prepared[f"{k}_val"][: args.max_train]
+        for k in prepared:
+            if k.endswith(("_train", "_val")):
+                prepared[k] = prepared[k][: args.max_train]
     cfg = {**prepared.get("info", {}).get("config", {}), **json.loads(args.config)}
     config = TrainConfig(**cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model, history = fit(prepared, config=config)
+    model, history = fit(prepared, config=config, time_limit_s=args.time_limit)
     seconds = time.perf_counter() - t0
     torch.save(model.state_dict(), out / "weights.pt")
     (out / "history.json").write_text(
