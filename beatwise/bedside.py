@@ -1,0 +1,187 @@
+"""One bed: beat pipeline + classifier output + rhythm rules, and the offline runner.
+
+:class:`Bedside` is what the live consumer runs per bed and what :func:`run_offline` runs over
+a whole record, so the stream and the offline answer come from the very same objects. The
+classifier is kept outside: the consumer batches the beats of all beds into one
+``predict`` call, then hands each bed its rows back (:meth:`Bedside.accept`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from beatwise.classes import CLASSES
+from beatwise.dsp.beats import Beats
+from beatwise.pipeline import BeatPipeline
+from beatwise.rhythm import Alert, RhythmMonitor
+
+__all__ = [
+    "Bedside",
+    "Classifier",
+    "OfflineResult",
+    "RuleClassifier",
+    "beat_record",
+    "decision_delay_s",
+    "run_offline",
+]
+
+
+class Classifier(Protocol):
+    """What the consumer needs of a model: ``predict(beats) -> (n, 6)`` probabilities in
+    :data:`beatwise.classes.CLASSES` order (``beatwise.model.infer.Classifier`` fits)."""
+
+    def predict(self, beats: Beats) -> np.ndarray: ...
+
+
+class RuleClassifier:
+    """A deterministic stand-in for the model (tests, demos without a trained model).
+
+    Labels from the RR context only: premature (pre-RR < ``premature`` x local mean RR)
+    with a compensatory pause (post-RR > ``compensatory`` x local mean) -> V; premature
+    without one -> A; else N. Row-wise, so batching never changes an answer.
+
+    Args:
+        premature: Pre-RR / local-mean-RR ratio under which a beat is premature. Default 0.85.
+        compensatory: Post-RR / local-mean-RR ratio over which a pause is compensatory.
+            Default 1.10.
+    """
+
+    def __init__(self, *, premature: float = 0.85, compensatory: float = 1.10) -> None:
+        self.premature = premature
+        self.compensatory = compensatory
+
+    def predict(self, beats: Beats) -> np.ndarray:
+        rr = np.asarray(beats.rr, dtype=np.float64).reshape(-1, 3)
+        pre, post, local = rr[:, 0], rr[:, 1], np.maximum(rr[:, 2], 1e-3)
+        early = pre < self.premature * local
+        v = early & (post > self.compensatory * local)
+        a = early & ~v
+        out = np.full((len(rr), len(CLASSES)), 0.02, np.float32)
+        idx = np.where(v, CLASSES.index("V"), np.where(a, CLASSES.index("A"), CLASSES.index("N")))
+        out[np.arange(len(rr)), idx] = 0.9
+        return out
+
+
+def decision_delay_s(pipeline: BeatPipeline) -> float:
+    """Longest time (s) after an R peak until ``pipeline`` has emitted that beat.
+
+    A peak is confirmed within ``detector.max_delay`` samples; the assembler then waits up
+    to ``max_post_rr_s`` for the next beat. A quarter second of margin on top.
+    """
+    a = pipeline.assembler
+    return max(a.max_post_rr_s, pipeline.detector.max_delay / pipeline.fs, a.after / a.fs) + 0.25
+
+
+def beat_record(sample: int, probs: np.ndarray, rr: np.ndarray, *, fs: float = 360.0) -> dict:
+    """The JSON-safe description of one classified beat (the ``beat.<bed>`` message body).
+
+    Args:
+        sample: R-peak sample (stream index, 360 Hz).
+        probs: Its six class probabilities.
+        rr: Its RR context in seconds (pre-RR, post-RR, local mean RR).
+        fs: Sampling rate, Hz. Default 360.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    local = float(rr[2])
+    return {
+        "sample": int(sample),
+        "time_s": round(sample / fs, 4),
+        "class": CLASSES[int(np.argmax(p))],
+        "probs": [round(float(x), 6) for x in p],
+        "rr_s": [round(float(x), 4) for x in rr],
+        "hr_bpm": round(60.0 / local, 1) if local > 0 else None,
+    }
+
+
+class Bedside:
+    """Pipeline + rhythm rules of one bed.
+
+    Call :meth:`push` with each chunk (mV, 360 Hz), classify the returned beats (alone or
+    batched with other beds), then :meth:`accept` them with their probabilities; at the end
+    :meth:`flush`, classify, :meth:`accept`, then :meth:`finish`.
+
+    Args:
+        fs: Sampling rate, Hz. Default 360.
+    """
+
+    def __init__(self, *, fs: float = 360.0) -> None:
+        self.fs = fs
+        self._reset()
+
+    def _reset(self) -> None:
+        self.pipeline = BeatPipeline(fs=self.fs)
+        self.rhythm = RhythmMonitor(fs=self.fs, decision_delay_s=decision_delay_s(self.pipeline))
+        self.counts = dict.fromkeys(CLASSES, 0)
+
+    @property
+    def n_samples(self) -> int:
+        return self.pipeline.n_samples
+
+    def push(self, chunk) -> Beats:
+        """Raw samples (mV) in; beats waiting for classification out."""
+        return self.pipeline.push(chunk)
+
+    def flush(self) -> Beats:
+        """End of stream: the beats still pending."""
+        return self.pipeline.flush()
+
+    def accept(self, beats: Beats, probs: np.ndarray) -> tuple[list[dict], list[Alert]]:
+        """Classified beats -> beat records and alerts; then advance the rhythm clock to the
+        samples pushed so far."""
+        probs = np.asarray(probs).reshape(len(beats), len(CLASSES))
+        records = [
+            beat_record(s, p, r, fs=self.fs) for s, p, r in zip(beats.sample, probs, beats.rr)
+        ]
+        for rec in records:
+            self.counts[rec["class"]] += 1
+        alerts = self.rhythm.push(beats.sample, [r["class"] for r in records])
+        alerts += self.rhythm.advance(self.n_samples)
+        return records, alerts
+
+    def finish(self) -> list[Alert]:
+        """After the last :meth:`accept`: close what is still open."""
+        return self.rhythm.finish(self.n_samples)
+
+
+@dataclass
+class OfflineResult:
+    """Everything a bed produced: beat records and alerts, in emission order."""
+
+    beats: list[dict] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+def run_offline(
+    signal, classifier: Classifier, *, chunk_samples: int | None = None
+) -> OfflineResult:
+    """Pipeline + classifier + rhythm rules over one signal, without any socket.
+
+    Args:
+        signal: Samples in mV at 360 Hz.
+        classifier: Anything with ``predict(beats) -> (n, 6)``.
+        chunk_samples: Push in chunks of this many samples (default: the whole signal at
+            once). Any value gives the same beats and alerts.
+    """
+    x = np.asarray(signal, dtype=np.float32)
+    bed = Bedside()
+    res = OfflineResult()
+    step = len(x) if not chunk_samples else int(chunk_samples)
+    for i in range(0, len(x), max(step, 1)):
+        beats = bed.push(x[i : i + step])
+        recs, alerts = bed.accept(beats, _predict(classifier, beats))
+        res.beats += recs
+        res.alerts += alerts
+    beats = bed.flush()
+    recs, alerts = bed.accept(beats, _predict(classifier, beats))
+    res.beats += recs
+    res.alerts += alerts + bed.finish()
+    return res
+
+
+def _predict(classifier: Classifier, beats: Beats) -> np.ndarray:
+    if not len(beats):
+        return np.zeros((0, len(CLASSES)), np.float32)
+    return np.asarray(classifier.predict(beats), dtype=np.float32)
