@@ -149,24 +149,28 @@ class BeatAssembler:
             if confirmed_at is None
             else np.asarray(confirmed_at, dtype=np.int64)
         )
-        if self._n == 0 and len(x):
-            self._first = float(x[0])
-        self._buf = np.concatenate([self._buf, x])
-        self._n += len(x)
+        if len(conf) != len(peaks):
+            raise ValueError(
+                f"confirmed_at has {len(conf)} entries for {len(peaks)} peaks; expected one each."
+            )
+        # Check everything before changing any state: a refused call leaves no trace.
+        n_new = self._n + len(x)
+        prev = self._pending[-1][0] if self._pending else self._last_r
         for r, c in zip(peaks.tolist(), conf.tolist()):
-            if (
-                self._pending
-                and r <= self._pending[-1][0]
-                or (self._last_r is not None and r <= self._last_r)
-            ):
-                raise ValueError(f"peaks must increase; got {r} after an earlier peak.")
-            if not c - self.max_delay <= r <= c < self._n:
+            if prev is not None and r <= prev:
+                raise ValueError(f"peaks must increase; got {r} after {prev}.")
+            if not c - self.max_delay <= r <= c < n_new:
                 raise ValueError(
                     f"peak {r} confirmed at sample {c}: expected the peak within "
                     f"max_delay={self.max_delay} samples before its confirmation, and the "
-                    f"confirmation within the samples pushed (< {self._n})."
+                    f"confirmation within the samples pushed (< {n_new})."
                 )
-            self._pending.append([r, c, None])
+            prev = r
+        if self._n == 0 and len(x):
+            self._first = float(x[0])
+        self._buf = np.concatenate([self._buf, x])
+        self._n = n_new
+        self._pending.extend([r, c, None] for r, c in zip(peaks.tolist(), conf.tolist()))
         beats = self._emit(final=False)
         drop = len(self._buf) - self._keep
         if drop > 0:

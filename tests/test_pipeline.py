@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from beatwise.dsp.beats import BeatAssembler, Beats, minmax
+from beatwise.pipeline import WINDOW_AFTER, WINDOW_BEFORE, BeatPipeline
+from tests.contracts import CHUNKINGS, chunk_sizes, split
+
+WIDTH = WINDOW_BEFORE + WINDOW_AFTER
+
+
+def _run(chunks) -> Beats:
+    p = BeatPipeline()
+    return Beats.concat([p.push(c) for c in chunks] + [p.flush()], WIDTH)
+
+
+def _same(a: Beats, b: Beats) -> bool:
+    return (
+        np.array_equal(a.sample, b.sample)
+        and np.array_equal(a.window, b.window)
+        and np.array_equal(a.rr, b.rr)
+    )
+
+
+@pytest.mark.parametrize(("db", "name"), [("mitdb", "203"), ("mitdb", "232"), ("svdb", "860")])
+@pytest.mark.parametrize("kind", CHUNKINGS)
+def test_pipeline_chunk_invariance_on_real_records(record, db, name, kind):
+    n = 30_000 if kind in ("1", "7") else 250_000
+    x = record(db, name).signal[:n]
+    assert _same(_run(split(x, chunk_sizes(kind, n))), _run([x]))
+
+
+def test_run_equals_push_flush(record):
+    x = record("mitdb", "100").signal[:100_000]
+    assert _same(BeatPipeline().run(x), _run([x]))
+
+
+def test_windows_are_cut_around_the_r_peak(record):
+    rec = record("mitdb", "100")
+    beats = BeatPipeline().run(rec.signal[:200_000])
+    assert beats.window.shape == (len(beats), WIDTH) and beats.window.dtype == np.float32
+    assert beats.window.min() >= 0.0 and beats.window.max() <= 1.0
+    # The R peak sits at sample WINDOW_BEFORE of each window: for an upright QRS it is the max.
+    inner = beats.window[5:-5]
+    assert np.mean(np.argmax(inner, axis=1) == WINDOW_BEFORE) > 0.95
+
+
+def test_rr_context_in_seconds(record):
+    rec = record("mitdb", "100")
+    beats = BeatPipeline().run(rec.signal[:200_000])
+    pre, post, local = beats.rr[:, 0], beats.rr[:, 1], beats.rr[:, 2]
+    np.testing.assert_allclose(pre[1:], np.diff(beats.sample) / 360, rtol=1e-6)
+    np.testing.assert_allclose(post[:-1], np.diff(beats.sample) / 360, rtol=1e-6)
+    assert pre[0] == post[0]  # the first beat has no predecessor
+    np.testing.assert_allclose(local[20], pre[11:21].mean(), rtol=1e-6)
+    assert 0.6 < np.median(pre) < 1.0  # record 100: about 75 bpm
+
+
+def test_every_beat_is_emitted_once_even_at_the_record_edges():
+    # Beats right at the start and end of a record: windows padded, nothing dropped.
+    fs, n = 360, 360 * 12
+    x = np.zeros(n)
+    truth = np.arange(40, n, 300)
+    for b in truth:
+        x[max(b - 8, 0) : b + 9] += 1.0 - np.abs(np.arange(max(b - 8, 0) - b, 9)) / 8
+    beats = BeatPipeline().run(x)
+    assert len(beats) == len(np.unique(beats.sample))
+    assert len(beats) >= len(truth) - 2
+    assert beats.window.shape[1] == WIDTH
+
+
+def test_long_pause_caps_the_wait_for_the_next_beat():
+    a = BeatAssembler(max_delay=10)
+    x = np.random.default_rng(0).standard_normal(360 * 10)
+    out = a.push(x[:1000], [500], [510])
+    assert len(out) == 0  # waits for the next beat ...
+    out = a.push(x[1000:2000], [], [])
+    assert len(out) == 1 and out.rr[0, 1] == pytest.approx(3.0)  # ... at most 3 s
+
+
+def test_assembler_refuses_bad_peaks_without_losing_state():
+    a = BeatAssembler(max_delay=100)
+    x = np.zeros(2000)
+    a.push(x[:1000], [400], [450])
+    with pytest.raises(ValueError, match="max_delay"):
+        a.push(x[1000:1500], [1000], [1400])
+    with pytest.raises(ValueError, match="increase"):
+        a.push(x[1000:1100], [300], [1050])
+    # the refused calls left no trace: the stream goes on where it was
+    ref = BeatAssembler(max_delay=100)
+    ref.push(x[:1000], [400], [450])
+    assert a._n == ref._n == 1000
+    out, want = a.push(x[1000:], [1500], [1550]), ref.push(x[1000:], [1500], [1550])
+    assert np.array_equal(out.sample, want.sample) and np.array_equal(out.rr, want.rr)
+
+
+def test_minmax_flat_window_is_zero():
+    w = minmax(np.array([[1.0, 1.0, 1.0], [0.0, 2.0, 4.0]]))
+    assert w.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.5, 1.0]]
+
+
+def test_pipeline_refuses_other_rates():
+    with pytest.raises(ValueError, match="360"):
+        BeatPipeline(fs=250)
