@@ -59,7 +59,7 @@ def test_rr_context_in_seconds(record):
 
 def test_every_beat_is_emitted_once_even_at_the_record_edges():
     # Beats right at the start and end of a record: windows padded, nothing dropped.
-    fs, n = 360, 360 * 12
+    n = 360 * 12
     x = np.zeros(n)
     truth = np.arange(40, n, 300)
     for b in truth:
