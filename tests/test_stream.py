@@ -1,0 +1,224 @@
+"""The stream gives exactly the offline answer: replay -> consumer -> subscriber over real
+ZeroMQ (ipc endpoints in a temporary folder), at speed max."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+import zmq
+
+from beatwise.bedside import RuleClassifier, run_offline
+from beatwise.protocol import encode_json, encode_samples, topic
+from replay import BedSource, ReplayPublisher, load_beds
+from stream import StreamConsumer, Subscriber
+
+TRANSPORT = {"data_gap", "signal_loss"}
+
+
+def endpoints(tmp_path) -> dict[str, str]:
+    return {k: f"ipc://{tmp_path}/{k}.sock" for k in ("data", "ctl", "out", "octl")}
+
+
+def live_run(beds, classifier, tmp_path, *, speed=math.inf, **consumer_kw):
+    """Publisher and consumer in threads, a subscriber here; all messages until the end."""
+    ep = endpoints(tmp_path)
+    pub = ReplayPublisher(
+        beds, endpoint=ep["data"], control=ep["ctl"], speed=speed, handshake_timeout_s=30
+    )
+    con = StreamConsumer(
+        classifier,
+        connect=ep["data"],
+        control=ep["ctl"],
+        publish=ep["out"],
+        publish_control=ep["octl"],
+        wait_subscribers=1,
+        **consumer_kw,
+    )
+    errors = []
+
+    def guard(fn):
+        def run():
+            try:
+                fn()
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=guard(pub.run)), threading.Thread(target=guard(con.run))]
+    for t in threads:
+        t.start()
+    msgs = []
+    with Subscriber(ep["out"], ep["octl"]) as sub:
+        ended = set()
+        while len(ended) < len(beds):
+            m = sub.recv(timeout_s=30)
+            assert m is not None, "stream stalled"
+            msgs.append(m)
+            ended |= {b.bed for b in beds if con.beds.get(b.bed) and con.beds[b.bed].ended}
+        # the last messages of the last bed
+        while (m := sub.recv(timeout_s=1.0)) is not None:
+            msgs.append(m)
+        gaps = sub.gaps
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return msgs, pub.stats, con.stats, gaps
+
+
+def assert_same(msgs, bed: BedSource, classifier):
+    off = run_offline(bed.signal, classifier)
+    got = [m for m in msgs if m["type"] == "beat" and m["bed"] == bed.bed]
+    assert [m["seq"] for m in got] == list(range(len(got)))
+    assert [(m["sample"], m["class"]) for m in got] == [
+        (o["sample"], o["class"]) for o in off.beats
+    ]
+    assert np.allclose([m["probs"] for m in got], [o["probs"] for o in off.beats], atol=1e-5)
+    assert [m["rr_s"] for m in got] == [o["rr_s"] for o in off.beats]
+    alerts = [m for m in msgs if m["type"] == "alert" and m["bed"] == bed.bed]
+    assert [m["seq"] for m in alerts] == list(range(len(alerts)))
+    live = sorted(
+        (m["kind"], m["state"], m["sample"], m["beat_sample"], str(m["detail"]))
+        for m in alerts
+        if m["kind"] not in TRANSPORT
+    )
+    ref = sorted((a.kind, a.state, a.sample, a.beat_sample, str(a.detail)) for a in off.alerts)
+    assert live == ref
+    assert not [m for m in alerts if m["kind"] in TRANSPORT]
+    return got, alerts
+
+
+def test_stream_equals_offline_at_speed_max(tmp_path):
+    beds = load_beds("mitdb", ["208"], duration_s=240)
+    clf = RuleClassifier()
+    msgs, pstats, cstats, gaps = live_run(beds, clf, tmp_path)
+    got, alerts = assert_same(msgs, beds[0], clf)
+    assert len(got) > 250 and {"pvc", "svpb", "trigeminy"} <= {a["kind"] for a in alerts}
+    assert cstats.samples["208"] == pstats.samples["208"] == len(beds[0].signal)
+    assert cstats.lost_samples["208"] == 0 and cstats.gaps["208"] == 0 and gaps == 0
+
+
+def test_several_beds_each_unaffected_by_the_others(tmp_path):
+    beds = load_beds("mitdb", ["203", "119", "232"], start_s=60, duration_s=120)
+    clf = RuleClassifier()
+    msgs, pstats, cstats, gaps = live_run(beds, clf, tmp_path)
+    for bed in beds:
+        assert_same(msgs, bed, clf)
+        assert cstats.samples[bed.bed] == len(bed.signal)
+    # the start offset reaches the beat messages as record samples
+    beat = next(m for m in msgs if m["type"] == "beat" and m["bed"] == "119")
+    assert beat["record_sample"] == beat["sample"] + 60 * 360
+    assert gaps == 0 and sum(cstats.lost_samples.values()) == 0
+
+
+def test_stream_equals_offline_with_a_torchscript_model(tmp_path):
+    export = pytest.importorskip("beatwise.model.export")
+    infer = pytest.importorskip("beatwise.model.infer")
+    path = export.make_untrained(tmp_path / "untrained.pt")
+    clf = infer.Classifier.load(path)
+    beds = load_beds("mitdb", ["203"], duration_s=60)
+    msgs, *_ = live_run(beds, clf, tmp_path)
+    assert_same(msgs, beds[0], clf)
+
+
+class FakeSource:
+    """A hand-driven source speaking the protocol, to break it on purpose."""
+
+    def __init__(self, tmp_path):
+        ctx = zmq.Context.instance()
+        ep = endpoints(tmp_path)
+        self.ep = ep
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.bind(ep["data"])
+        self.ctl = ctx.socket(zmq.ROUTER)
+        self.ctl.bind(ep["ctl"])
+
+    def handshake(self):
+        while not self.ctl.poll(20):
+            self.pub.send_multipart([b"ctl", encode_json({"v": 1, "type": "hello"}), b""])
+        self.ctl.recv_multipart()
+
+    def send(self, bed, seq, first, x):
+        h, p = encode_samples(
+            {
+                "type": "samples",
+                "bed": bed,
+                "record": "x",
+                "fs": 360,
+                "units": "mV",
+                "first_sample": first,
+                "seq": seq,
+            },
+            x,
+        )
+        self.pub.send_multipart([topic("ecg", bed), h, p])
+
+    def end(self, bed, seq, total):
+        self.pub.send_multipart(
+            [
+                topic("ecg", bed),
+                encode_json(
+                    {"v": 1, "type": "end", "bed": bed, "seq": seq, "total_samples": total}
+                ),
+                b"",
+            ]
+        )
+
+    def close(self):
+        self.pub.close(0)
+        self.ctl.close(0)
+
+
+def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
+    src = FakeSource(tmp_path)
+    events = []
+    con = StreamConsumer(
+        RuleClassifier(),
+        connect=src.ep["data"],
+        control=src.ep["ctl"],
+        publish=None,
+        listeners=[events.append],
+    )
+    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 20})
+    t.start()
+    src.handshake()
+    x = np.zeros(36, np.float32)
+    src.send("b1", 0, 0, x)
+    src.send("b1", 1, 36, x)
+    src.send("b1", 4, 144, x)  # seq 2 and 3 lost
+    src.end("b1", 5, 180)
+    t.join(30)
+    src.close()
+    gaps = [e for e in events if e.get("type") == "alert" and e["kind"] == "data_gap"]
+    assert len(gaps) == 1 and gaps[0]["detail"] == {"missing_messages": 2, "missing_samples": 72}
+    assert con.stats.gaps["b1"] == 1 and con.stats.lost_samples["b1"] == 72
+    assert con.beds["b1"].side.n_samples == 180  # the sample clock stayed true
+
+
+def test_signal_loss_onset_and_end(tmp_path):
+    src = FakeSource(tmp_path)
+    events = []
+    con = StreamConsumer(
+        RuleClassifier(),
+        connect=src.ep["data"],
+        control=src.ep["ctl"],
+        publish=None,
+        listeners=[events.append],
+        signal_loss_s=0.3,
+    )
+    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 20})
+    t.start()
+    src.handshake()
+    x = np.zeros(36, np.float32)
+    src.send("b1", 0, 0, x)
+    deadline = threading.Event()
+    deadline.wait(0.8)  # silence: longer than signal_loss_s
+    src.send("b1", 1, 36, x)
+    src.end("b1", 2, 72)
+    t.join(30)
+    src.close()
+    loss = [(e["state"]) for e in events if e.get("type") == "alert" and e["kind"] == "signal_loss"]
+    assert loss == ["onset", "end"]
