@@ -247,3 +247,4 @@ def test_markdown_worst_records_most_errors_first(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(report))
     lines = dt.markdown_table(tmp_path / "r.json", worst=2).splitlines()
     assert [ln.split(" | ")[0] for ln in lines[2:5]] == ["| c", "| b", "| gross (4 records)"]
+    assert lines[0].endswith("| missed, by symbol | R offset ms |")

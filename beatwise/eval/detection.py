@@ -137,7 +137,10 @@ def score(detected: np.ndarray, reference: np.ndarray, *, tolerance: int) -> Cou
         The :class:`Counts`.
     """
     detected = np.sort(np.asarray(detected, dtype=np.int64).ravel())
-    det_to_ref, ref_to_det = match_beats(detected, reference, tolerance=tolerance)
+    return _counts(*match_beats(detected, reference, tolerance=tolerance))
+
+
+def _counts(det_to_ref: np.ndarray, ref_to_det: np.ndarray) -> Counts:
     tp = int(np.count_nonzero(ref_to_det >= 0))
     return Counts(tp=tp, fn=len(ref_to_det) - tp, fp=int(np.count_nonzero(det_to_ref < 0)))
 
@@ -300,10 +303,14 @@ class RecordResult:
         seconds: Processing time of the whole record at once, seconds.
         seconds_chunked_1s: Processing time in 1-second chunks, seconds; ``None`` for
             offline detectors.
-        x_realtime: ``duration_s / seconds``.
+        x_realtime: ``duration_s / seconds``; ``None`` if no time was measured.
         x_realtime_chunked_1s: ``duration_s / seconds_chunked_1s``; ``None`` for offline.
         chunk_invariant: Whether the 1-second chunks gave the same peaks as one push;
             ``None`` for offline detectors.
+        fn_by_symbol: Missed reference beats by annotation symbol (``{"V": 3, "!": 40}``).
+        offset_ms_median: Median of detection minus reference time over the matched
+            beats, ms (positive: detections late); ``None`` without matches.
+        offset_ms_abs_p95: 95th percentile of its absolute value, ms.
     """
 
     detector: str
@@ -318,9 +325,12 @@ class RecordResult:
     duration_s: float
     seconds: float
     seconds_chunked_1s: float | None
-    x_realtime: float
+    x_realtime: float | None
     x_realtime_chunked_1s: float | None
     chunk_invariant: bool | None
+    fn_by_symbol: dict[str, int]
+    offset_ms_median: float | None
+    offset_ms_abs_p95: float | None
 
     @property
     def counts(self) -> Counts:
@@ -391,8 +401,13 @@ def evaluate_record(
     if spec.streaming:
         peaks_1s, seconds_1s = _timed(lambda: np.sort(_ours(x, fs, chunk=round(fs))), clock)
         invariant = bool(np.array_equal(peaks_1s, peaks))
-        x_rt_1s = rec.duration_s / seconds_1s if seconds_1s > 0 else float("inf")
-    counts = score(peaks, rec.beat_samples, tolerance=tolerance_samples(tolerance_s, fs=fs))
+        x_rt_1s = rec.duration_s / seconds_1s if seconds_1s > 0 else None
+    tolerance = tolerance_samples(tolerance_s, fs=fs)
+    det_to_ref, ref_to_det = match_beats(peaks, rec.beat_samples, tolerance=tolerance)
+    counts = _counts(det_to_ref, ref_to_det)
+    missed, n_missed = np.unique(rec.beat_symbols[ref_to_det < 0], return_counts=True)
+    hit = det_to_ref >= 0
+    offset_ms = (peaks[hit] - rec.beat_samples[det_to_ref[hit]]) * 1000.0 / fs
     return RecordResult(
         detector=detector,
         record=name,
@@ -404,9 +419,12 @@ def evaluate_record(
         duration_s=rec.duration_s,
         seconds=seconds,
         seconds_chunked_1s=seconds_1s,
-        x_realtime=rec.duration_s / seconds if seconds > 0 else float("inf"),
+        x_realtime=rec.duration_s / seconds if seconds > 0 else None,
         x_realtime_chunked_1s=x_rt_1s,
         chunk_invariant=invariant,
+        fn_by_symbol={str(k): int(v) for k, v in zip(missed, n_missed)},
+        offset_ms_median=float(np.median(offset_ms)) if len(offset_ms) else None,
+        offset_ms_abs_p95=float(np.percentile(np.abs(offset_ms), 95)) if len(offset_ms) else None,
     )
 
 
@@ -498,7 +516,8 @@ def evaluate(
                 bar.advance(task)
         else:
             # spawn, not fork: the parent runs threads (rich's refresh, the pool's manager).
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+            try:
                 futures = {
                     pool.submit(evaluate_record, db, r, detector=d, **kwargs): (d, r)
                     for d, r in tasks
@@ -506,6 +525,9 @@ def evaluate(
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
                     bar.advance(task)
+            finally:
+                # On an error or Ctrl-C, do not wait for the queued records.
+                pool.shutdown(wait=True, cancel_futures=True)
     return [results[d, r] for d in detectors for r in records]
 
 
@@ -529,6 +551,11 @@ def _totals(results: Sequence[RecordResult]) -> dict:
     if results and all(s is not None for s in chunked):
         total = sum(chunked)
         out["x_realtime_chunked_1s"] = duration / total if total > 0 else None
+    fn_by_symbol: dict[str, int] = {}
+    for r in results:
+        for sym, n in r.fn_by_symbol.items():
+            fn_by_symbol[sym] = fn_by_symbol.get(sym, 0) + n
+    out["fn_by_symbol"] = dict(sorted(fn_by_symbol.items(), key=lambda kv: -kv[1]))
     invariant = [r.chunk_invariant for r in results if r.chunk_invariant is not None]
     if invariant:
         out["chunk_invariant"] = all(invariant)
@@ -704,15 +731,14 @@ def _table_rows(
             for d in report["detectors"]
         ]
         return header, rows
-    header = ["record", "beats", *heads]
-    records = report["records"]
     if worst:
-        records = sorted(records, key=lambda r: (-(r["fn"] + r["fp"]), r["record"]))[:worst]
+        return _worst_rows(report, worst)
+    header = ["record", "beats", *heads]
     rows = []
-    if per_record or worst:
+    if per_record:
         rows = [
             [r["record"], _fmt(r["n_ref"])] + [_fmt(r[k], n) for k, _, _, n in _COLUMNS]
-            for r in records
+            for r in report["records"]
         ]
     t = report["totals"]
     rows.append(
@@ -721,6 +747,30 @@ def _table_rows(
             _fmt(t["n_ref"]),
         ]
         + [_fmt(t[k], n) for k, _, _, n in _COLUMNS]
+    )
+    return header, rows
+
+
+def _worst_rows(report: dict, worst: int) -> tuple[list[str], list[list[str]]]:
+    """Rows of the records with most errors: counts, what was missed, where R peaks sit."""
+    cols = _COLUMNS[:6]
+
+    def symbols(d: dict) -> str:
+        return " ".join(f"{k}:{v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "-"
+
+    header = ["record", "beats", *(c[1] for c in cols), "missed, by symbol", "R offset ms"]
+    records = sorted(report["records"], key=lambda r: (-(r["fn"] + r["fp"]), r["record"]))
+    rows = [
+        [r["record"], _fmt(r["n_ref"])]
+        + [_fmt(r[k], n) for k, _, _, n in cols]
+        + [symbols(r.get("fn_by_symbol", {})), _fmt(r.get("offset_ms_median"), 1)]
+        for r in records[:worst]
+    ]
+    t = report["totals"]
+    rows.append(
+        [f"gross ({t['records']} records)", _fmt(t["n_ref"])]
+        + [_fmt(t[k], n) for k, _, _, n in cols]
+        + [symbols(t.get("fn_by_symbol", {})), ""]
     )
     return header, rows
 
@@ -755,7 +805,9 @@ def markdown_table(json_path: str | Path, *, per_record: bool = False, worst: in
         json_path: A JSON written by ``beatwise eval detect`` or ``beatwise bench detect``.
         per_record: Eval JSON only: one row per record above the gross row. Default False.
         worst: Eval JSON only: rows for the ``worst`` records with the most errors (FN + FP),
-            most first, above the gross row. Default 0 (none).
+            most first, above the gross row, with the missed beats by annotation symbol and
+            the median R-peak offset (detection minus reference, ms) instead of the speeds.
+            Default 0 (none).
     """
     report = json.loads(Path(json_path).read_text())
     header, rows = _table_rows(report, per_record=per_record, worst=worst)
