@@ -92,6 +92,19 @@ def test_timing_uses_the_injected_clock(record):
     assert res.x_realtime == pytest.approx(res.duration_s)
 
 
+def test_evaluate_shows_progress_on_the_given_console(record):
+    import io
+
+    from rich.console import Console
+
+    record("mitdb", "100")
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    (res,) = dt.evaluate("mitdb", ["100"], workers=1, console=console)
+    assert res.record == "100" and res.detector == "beatwise"
+    assert "mitdb: 1 detector(s) x 1" in out.getvalue()
+
+
 def test_unknown_record_names_the_database(record):
     record("mitdb", "100")
     with pytest.raises(

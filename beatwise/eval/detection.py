@@ -49,6 +49,7 @@ __all__ = [
     "TOLERANCE_S",
     "Counts",
     "RecordResult",
+    "available",
     "bench_report",
     "check_detectors",
     "check_records",
@@ -60,9 +61,12 @@ __all__ = [
     "gross",
     "markdown_table",
     "rates",
+    "rich_table",
     "score",
     "tolerance_samples",
     "update_markdown",
+    "worst_records",
+    "write_json",
 ]
 
 #: Matching tolerance in seconds (150 ms, as the MIT-BIH literature and EC57 use).
@@ -462,7 +466,8 @@ def evaluate(
     progress: bool = True,
     console=None,
 ) -> list[RecordResult]:
-    """Score each detector on each record, one process per (detector, record) task.
+    """Score each detector on each record; the (detector, record) tasks run on a pool of
+    worker processes, the slowest detector's first.
 
     Args:
         db: Database folder under the data directory.
