@@ -50,7 +50,15 @@ import numpy as np
 
 from beatwise.classes import class_of
 
-__all__ = ["KINDS", "SEVERITY", "Alert", "RhythmMonitor", "labels_from_symbols"]
+__all__ = [
+    "EPISODES",
+    "KINDS",
+    "NAMES",
+    "SEVERITY",
+    "Alert",
+    "RhythmMonitor",
+    "labels_from_symbols",
+]
 
 #: Severity of every alert kind; "critical" > "warning" > "advisory".
 SEVERITY: dict[str, str] = {
@@ -92,7 +100,8 @@ NAMES: dict[str, str] = {
 }
 
 # Episodes in order of priority for the "current rhythm" line.
-_EPISODE_PRIORITY = (
+#: Episode kinds, most serious first (the "current rhythm" is the first one open).
+EPISODES = (
     "asystole",
     "vtach",
     "vrun",
@@ -242,7 +251,7 @@ class RhythmMonitor:
     def rhythm(self) -> str:
         """Plain name of the current rhythm: the most serious open episode, else the
         dominant class of the last beats."""
-        for kind in _EPISODE_PRIORITY:
+        for kind in EPISODES:
             if kind in self.active:
                 return NAMES[kind]
         if not self._labels:

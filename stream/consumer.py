@@ -59,8 +59,10 @@ FS = 360
 #: Alert kinds whose onset gets an ECG strip (4 s before to 4 s after) in the session log.
 STRIP_KINDS = frozenset({"vtach", "vrun", "asystole", "svt", "couplet", "pause"})
 _STRIP_BEFORE = _STRIP_AFTER = 4 * FS
-_RING = 24 * FS  # raw samples kept per bed (trace and strips), samples
-_MAX_STRIPS = 20  # per bed
+# Raw samples kept per bed (trace and strips): more than one processing round can bring
+# (max_batch messages of one bed), so a strip is still whole when its alert comes.
+_RING = 256 * FS
+_MAX_STRIPS = 5  # per bed and kind
 
 
 @dataclass
@@ -116,18 +118,23 @@ class _Bed:
         self.sent: deque[tuple[int, int, float, float]] = deque(
             maxlen=512
         )  # first, n, sent_at, speed
-        self.strips: list[tuple[int, str]] = []  # (start sample, kind) awaiting samples
-        self.n_strips = 0
+        self.strips: list[tuple[int, str, int]] = []  # (start, kind, event sample) awaiting
+        self.n_strips: dict[str, int] = {}  # per kind
         self.seq = {BEAT: 0, ALERT: 0}
 
     def remember(self, x: np.ndarray) -> None:
+        """Append samples to the circular buffer (sample ``i`` lives at ``i % _RING``)."""
         n = len(x)
-        if n >= _RING:
-            self.ring[:] = x[-_RING:]
-        else:
-            self.ring = np.roll(self.ring, -n)
-            self.ring[-n:] = x
+        x = x[-_RING:]
+        start = (self.ring_end + n - len(x)) % _RING
+        first = min(len(x), _RING - start)
+        self.ring[start : start + first] = x[:first]
+        self.ring[: len(x) - first] = x[first:]
         self.ring_end += n
+
+    def recall(self, a: int, b: int) -> np.ndarray:
+        """Samples ``a..b-1`` (must lie within the last ``_RING``)."""
+        return self.ring[np.arange(a, b) % _RING]
 
     def acquired_at(self, sample: int) -> float | None:
         """Wall time at which our sample ``sample`` was acquired (paced streams), s."""
@@ -443,7 +450,7 @@ class StreamConsumer:
                 ),
             )
             if missing:  # keep the sample clock true: fill flat with the last value
-                last = bed.chunks[-1][-1] if bed.chunks else bed.ring[-1]
+                last = bed.chunks[-1][-1] if bed.chunks else bed.ring[(bed.ring_end - 1) % _RING]
                 bed.chunks.append(np.full(missing, last, np.float32))
                 bed.next_sample += missing
         bed.next_seq = seq + 1
@@ -558,31 +565,38 @@ class StreamConsumer:
             acq = bed.acquired_at(a.beat_sample)
             if acq is not None:
                 self.stats.alarm_delay_s.append((a.kind, a.state, self.wall() - acq))
-        if a.state == "onset" and a.kind in STRIP_KINDS and bed.n_strips < _MAX_STRIPS:
-            bed.n_strips += 1
-            bed.strips.append((a.sample - _STRIP_BEFORE, a.kind))
+        if (
+            a.state in ("onset", "event")
+            and a.kind in STRIP_KINDS
+            and bed.n_strips.get(a.kind, 0) < _MAX_STRIPS
+        ):
+            bed.n_strips[a.kind] = bed.n_strips.get(a.kind, 0) + 1
+            bed.strips.append((a.sample - _STRIP_BEFORE, a.kind, a.sample))
 
     def _strips(self, bed: _Bed, *, final: bool = False) -> None:
         """Hand the listeners the ECG strips whose samples are all in."""
         keep = []
-        for start, kind in bed.strips:
+        for start, kind, at in bed.strips:
             end = start + _STRIP_BEFORE + _STRIP_AFTER
             if end <= bed.ring_end or final:
                 a = max(start, bed.ring_end - _RING, 0)
                 b = min(end, bed.ring_end)
-                x = bed.ring[_RING - (bed.ring_end - a) : _RING - (bed.ring_end - b)]
+                x = bed.recall(a, b)
+                if b - a < 2:
+                    continue
                 self._tell(
                     {
                         "type": "strip",
                         "bed": bed.name,
                         "kind": kind,
                         "start_sample": a + bed.base,
+                        "sample": at + bed.base,
                         "fs": FS,
                         "mv": [round(float(v), 4) for v in x],
                     }
                 )
             else:
-                keep.append((start, kind))
+                keep.append((start, kind, at))
         bed.strips = keep
 
     def _check_loss(self) -> None:
