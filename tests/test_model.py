@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -182,3 +183,33 @@ def test_prepared_file_round_trip(tiny_dataset, tmp_path):
     np.testing.assert_allclose(back["x_train"], prepared["x_train"], atol=0.5 / 255 + 1e-6)
     np.testing.assert_array_equal(back["y_val"], prepared["y_val"])
     assert back["info"]["protocol"] == "seed"
+
+
+def test_tune_logit_bias_moves_the_boundary():
+    from beatwise.model.train import tune_logit_bias
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(900, int), np.full(100, 3)]
+    logits = np.zeros((1000, 6))
+    # class 3 scores a little higher on its own beats, but never above N without help
+    logits[:, 3] = -1.0 + 0.8 * (y == 3) + 0.1 * rng.standard_normal(1000)
+    bias, before, after = tune_logit_bias(logits, y)
+    assert after > before and after > 0.9
+    assert bias[0] == 0 and bias[3] > 0 and (bias[[1, 2, 4, 5]] == 0).all()
+
+
+def test_train_command_end_to_end(tiny_dataset, tmp_path):
+    from beatwise.cli import main
+    from beatwise.dataset import save_dataset
+
+    ds_path = save_dataset(tiny_dataset, tmp_path / "beats.npz")
+    out = tmp_path / "m.pt"
+    argv = ["train", "--protocol", "seed", "--dataset", str(ds_path), "--out", str(out)]
+    argv += ["--epochs", "1", "--widths", "8,16", "--blocks", "1", "--balance", "none"]
+    assert main([*argv, "--tune-bias"]) == 0
+    clf = Classifier.load(out)
+    card = clf.card
+    assert card["protocol"] == "seed" and card["command"].startswith("beatwise train")
+    assert card["training"]["epochs_run"] == 1 and card["training"]["logit_bias"] is not None
+    assert card["training"]["counts"]["test"]["V"] > 0
+    assert os.path.getsize(out) < 5 * 2**20

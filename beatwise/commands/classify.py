@@ -79,6 +79,18 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "on validation; validation is then monitored, not held out)",
     )
     p.add_argument(
+        "--tune-bias",
+        action="store_true",
+        help="after training, fit a per-class logit offset that maximises macro-F1 on the "
+        "validation beats (a prior correction for balanced training)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        help="validate and keep an exponential moving average of the weights (decay/step)",
+    )
+    p.add_argument(
         "--rr-mean-beats",
         type=int,
         default=None,
@@ -122,8 +134,23 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.set_defaults(func=_report)
 
 
-def _command_line() -> str:
-    return shlex.join(["beatwise", *sys.argv[1:]])
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed when run as ``beatwise``; else rebuilt from the parsed options."""
+    if Path(sys.argv[0]).name == "beatwise":
+        return shlex.join(["beatwise", *sys.argv[1:]])
+    words = ["beatwise"]
+    words += [w for w in (getattr(args, "command", None), getattr(args, "subcommand", None)) if w]
+    for key, value in vars(args).items():
+        if key in ("func", "command", "subcommand") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def _progress():
@@ -227,7 +254,10 @@ def _train(args: argparse.Namespace) -> int:
         widths=widths,
         blocks=args.blocks,
         n_per_epoch=args.n_per_epoch,
+        ema=args.ema,
     )
+    if args.tune_bias and args.train_on_val:
+        raise ValueError("--tune-bias needs held-out validation beats; drop --train-on-val.")
     out = Path(args.out or f"models/beatwise_{args.protocol}.pt")
     ds = load_dataset(args.dataset)
     split = split_dataset(ds, args.protocol, seed=args.seed)
@@ -245,7 +275,11 @@ def _train(args: argparse.Namespace) -> int:
     info = prepared["info"]
     print(f"prepared in {time.perf_counter() - t0:.0f} s: train {info['train']}, val {info['val']}")
     if args.prepare_only:
-        prepared["info"] = {**info, "config": asdict(config), "prepare_command": _command_line()}
+        prepared["info"] = {
+            **info,
+            "config": asdict(config),
+            "prepare_command": _command_line(args),
+        }
         path = save_prepared(prepared, args.prepare_only)
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         return 0
@@ -266,9 +300,9 @@ def _train(args: argparse.Namespace) -> int:
                 f"('rr'); such a model cannot be exported for the live pipeline."
             )
         model = config.model()
-        model.load_state_dict(
-            torch.load(wdir / "weights.pt", map_location="cpu", weights_only=True)
-        )
+        state = torch.load(wdir / "weights.pt", map_location="cpu", weights_only=True)
+        state.setdefault("logit_bias", torch.zeros(len(model.logit_bias)))
+        model.load_state_dict(state)
         model.eval()
         history = fit_info.get("history", [])
         seconds = fit_info.get("train_seconds")
@@ -284,6 +318,24 @@ def _train(args: argparse.Namespace) -> int:
         )
         print(f"trained in {seconds:.0f} s on {device}")
     best = max(history, key=lambda h: h["val_macro_f1"]) if history else {}
+    bias_info = None
+    if args.tune_bias:
+        from beatwise.model.train import predict_logits, tune_logit_bias
+
+        model.logit_bias.zero_()
+        logits = predict_logits(
+            model, torch.from_numpy(prepared["x_val"]), torch.from_numpy(prepared["rr_val"])
+        ).numpy()
+        bias, f1_before, f1_after = tune_logit_bias(logits, prepared["y_val"])
+        model.logit_bias.copy_(torch.from_numpy(bias).float())
+        bias_info = {
+            "logit_bias": [round(float(b), 3) for b in bias],
+            "val_macro_f1_before": f1_before,
+            "val_macro_f1_after": f1_after,
+        }
+        print(
+            f"logit bias {bias_info['logit_bias']}: val macro-F1 {f1_before:.4f} -> {f1_after:.4f}"
+        )
     n_params = sum(p.numel() for p in model.parameters())
     card = {
         "name": out.stem,
@@ -304,12 +356,13 @@ def _train(args: argparse.Namespace) -> int:
             "epochs_run": len(history),
             "best_epoch": best.get("epoch"),
             "best_val_macro_f1": best.get("val_macro_f1"),
+            "logit_bias": bias_info,
             "history": history,
             "train_seconds": seconds,
             "device": device,
             "torch": torch.__version__,
         },
-        "command": _command_line(),
+        "command": _command_line(args),
         "metrics": None,
     }
     if fit_info.get("command"):
@@ -360,7 +413,7 @@ def _eval(args: argparse.Namespace) -> int:
             workers=args.workers,
             seed=args.seed,
             update_card=not args.no_card,
-            command=_command_line(),
+            command=_command_line(args),
             on_start=lambda n: progress.update(task, total=n),
             on_record=lambda rid: progress.update(task, advance=1, last=rid),
         )

@@ -82,7 +82,8 @@ class BeatResNet(nn.Module):
 
     Inputs of ``forward``: ``window`` ``(n, 280)`` float32 min-max scaled to [0, 1];
     ``rr`` ``(n, 3)`` float32 seconds (pre-RR, post-RR, local mean RR). Output: ``(n,
-    n_classes)`` logits.
+    n_classes)`` logits, plus the ``logit_bias`` buffer (zeros unless tuned on validation,
+    see :func:`beatwise.model.train.tune_logit_bias`).
     """
 
     def __init__(
@@ -121,8 +122,11 @@ class BeatResNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(head_hidden, n_classes),
         )
+        # Added to the logits: a prior correction chosen on validation beats after training
+        # (balanced training shifts the class priors); zeros until then.
+        self.register_buffer("logit_bias", torch.zeros(n_classes))
 
     def forward(self, window: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
         x = self.body(self.stem(window.unsqueeze(1)))
         x = self.pool(x).flatten(1)
-        return self.head(torch.cat([x, self.rr(rr_features(rr))], dim=1))
+        return self.head(torch.cat([x, self.rr(rr_features(rr))], dim=1)) + self.logit_bias
