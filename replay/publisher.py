@@ -72,7 +72,7 @@ def load_beds(
 
     Args:
         db: Database (``"mitdb"``, ``"svdb"``); a record given as ``"db/name"`` overrides it.
-        records: Record names.
+        records: Record names; ``"name@s"`` starts that record at ``s`` seconds.
         start_s: Start offset into each record, seconds. Default 0.
         duration_s: Stream only this many seconds of each record. Default: to the end.
         beds: Bed names, one per record. Default: the record names.
@@ -88,9 +88,18 @@ def load_beds(
         )
     out = []
     for i, spec in enumerate(records):
+        spec, _, at = spec.partition("@")
         rdb, _, name = spec.rpartition("/")
         rec = load_record(rdb or db, name)
-        a = int(round(start_s * FS))
+        try:
+            start = float(at) if at else start_s
+        except ValueError:
+            raise ValueError(
+                f"record {spec}@{at}: expected a start offset in seconds after '@'."
+            ) from None
+        if start < 0:
+            raise ValueError(f"record {spec}@{at}: expected a start offset >= 0 s.")
+        a = int(round(start * FS))
         if a >= len(rec.signal):
             raise ValueError(
                 f"start {start_s} s is past the end of {rec.id} ({rec.duration_s:.0f} s)."

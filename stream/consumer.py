@@ -81,6 +81,8 @@ class ConsumerStats:
         alarm_delay_s: Per alert completed by a beat, paced streams only: that beat's R peak
             acquired -> alert published, as ``(kind, state, seconds)``.
         cpu_s: Process CPU time spent in :meth:`StreamConsumer.run` (s).
+        first_data_at: Clock time of the first source message (s); ``last_data_at``: of
+            the last one.
         wall_s: Wall time of the run (s).
     """
 
@@ -95,6 +97,8 @@ class ConsumerStats:
     alarm_delay_s: list[tuple[str, str, float]] = field(default_factory=list)
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    first_data_at: float | None = None
+    last_data_at: float | None = None
 
 
 class _Bed:
@@ -430,7 +434,9 @@ class StreamConsumer:
             )
         if bed.ended:
             return
-        bed.last_rx = self.clock()
+        bed.last_rx = self.stats.last_data_at = self.clock()
+        if self.stats.first_data_at is None:
+            self.stats.first_data_at = bed.last_rx
         if bed.in_loss:
             bed.in_loss = False
             self._alert(bed, Alert("signal_loss", "end", bed.next_sample - bed.base))
