@@ -1,0 +1,156 @@
+"""The monitor renders real data to a capture console; --headless output parses."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import numpy as np
+from rich.console import Console
+
+from beatwise.bedside import RuleClassifier
+from beatwise.cli import main
+from replay import ReplayPublisher, load_beds
+from stream import StreamConsumer
+from stream.monitor import JsonLines, Monitor, braille_trace
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def run_into(listeners, tmp_path, records=("203",), duration_s=90):
+    data, ctl = f"ipc://{tmp_path}/d.sock", f"ipc://{tmp_path}/c.sock"
+    beds = load_beds("mitdb", list(records), duration_s=duration_s)
+    pub = ReplayPublisher(beds, endpoint=data, control=ctl, speed=math.inf)
+    t = threading.Thread(target=pub.run, daemon=True)
+    t.start()
+    con = StreamConsumer(
+        RuleClassifier(),
+        connect=data,
+        control=ctl,
+        publish=None,
+        listeners=listeners,
+        model_name="rules",
+    )
+    con.run(max_duration_s=60)
+    t.join(10)
+    return con
+
+
+def test_monitor_renders_real_data(tmp_path):
+    clock = FakeClock()
+    mon = Monitor(clock=clock)
+    con = run_into([mon], tmp_path, records=("203", "119"))
+    console = Console(record=True, width=140, force_terminal=True, color_system="truecolor")
+    console.print(mon.render())
+    text = console.export_text(clear=False)
+    assert "bed 203 · mitdb/203" in text and "bed 119 · mitdb/119" in text
+    assert "bpm" in text and "model rules" in text and "dropped 0" in text and "gaps 0" in text
+    v = mon.beds["203"]
+    assert sum(v.counts.values()) + sum(mon.beds["119"].counts.values()) == con.stats.beats
+    assert str(v.counts["N"]) in text  # the running counts are shown
+    assert v.hr is not None and 40 < v.hr < 200
+    last = v.alerts[-1]
+    assert last["name"] in text  # the last alerts, by name
+    assert any(ch in text for ch in "⣿⡇⠁")  # the braille trace
+    # severity colours reach the terminal
+    styled = console.export_text(styles=True)
+    assert "\x1b[36m" in styled or "\x1b[1;33m" in styled or "\x1b[1;37;41m" in styled
+    # beats/s follows the injected clock: 5 s later nothing is recent
+    clock.t += 10
+    assert mon.beats_per_s == 0.0
+
+
+def test_rhythm_line_names_the_open_episode():
+    mon = Monitor()
+    mon({"type": "beat", "bed": "x", "class": "N", "hr_bpm": 150.0})
+    mon(
+        {
+            "type": "alert",
+            "bed": "x",
+            "kind": "vtach",
+            "state": "onset",
+            "severity": "critical",
+            "name": "V-tach",
+            "time_s": 12.0,
+            "detail": {},
+        }
+    )
+    assert mon.beds["x"].rhythm == "V-tach"
+    mon(
+        {
+            "type": "alert",
+            "bed": "x",
+            "kind": "vtach",
+            "state": "end",
+            "severity": "critical",
+            "name": "V-tach",
+            "time_s": 14.0,
+            "detail": {},
+        }
+    )
+    assert mon.beds["x"].rhythm == "Sinus rhythm"
+    console = Console(record=True, width=80)
+    console.print(mon.render())
+    assert "V-tach end" in console.export_text()
+
+
+def test_braille_trace_shape():
+    rows = braille_trace(np.sin(np.linspace(0, 20, 1440)), width=30, height=3)
+    assert len(rows) == 3 and all(len(r) == 30 for r in rows)
+    assert all(0x2800 <= ord(c) <= 0x28FF for r in rows for c in r)
+    assert braille_trace(np.zeros(0), width=5) == ["\u2800" * 5] * 3
+
+
+def test_json_lines_listener_parses(tmp_path):
+    import io
+
+    buf = io.StringIO()
+    run_into([JsonLines(buf, strips=False)], tmp_path, duration_s=60)
+    msgs = [json.loads(line) for line in buf.getvalue().splitlines()]
+    kinds = {m["type"] for m in msgs}
+    assert {"session", "bed", "beat", "alert", "end", "status"} <= kinds
+    assert "strip" not in kinds and "samples" not in kinds
+
+
+def test_headless_command_output_parses(tmp_path, capsys):
+    data, ctl = f"ipc://{tmp_path}/d.sock", f"ipc://{tmp_path}/c.sock"
+    beds = load_beds("mitdb", ["208"], duration_s=60)
+    pub = ReplayPublisher(beds, endpoint=data, control=ctl, speed=math.inf)
+    t = threading.Thread(target=pub.run, daemon=True)
+    t.start()
+    log = tmp_path / "session.jsonl"
+    rc = main(
+        [
+            "monitor",
+            "--headless",
+            "--connect",
+            data,
+            "--control",
+            ctl,
+            "--publish",
+            "none",
+            "--model",
+            "rules",
+            "--log",
+            str(log),
+            "--report-dir",
+            str(tmp_path / "rep"),
+            "--duration-s",
+            "60",
+        ]
+    )
+    t.join(10)
+    assert rc == 0
+    out = capsys.readouterr().out
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    beats = [m for m in lines if m["type"] == "beat"]
+    assert len(beats) > 50 and all(m["bed"] == "208" for m in beats)
+    assert {"sample", "time_s", "class", "probs", "rr_s", "hr_bpm", "seq"} <= set(beats[0])
+    assert log.is_file() and (tmp_path / "rep" / "208" / "doctor.md").is_file()
