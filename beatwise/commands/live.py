@@ -194,6 +194,11 @@ def load_classifier(spec: str, *, fallback: bool = False):
 
     if spec == "rules":
         return RuleClassifier(), "rules (RR stand-in, not a trained model)"
+    if not Path(spec).is_file() and not Path(spec).is_absolute():
+        # the shipped models live beside the package in a source checkout
+        shipped = Path(__file__).resolve().parents[2] / spec
+        if shipped.is_file():
+            spec = str(shipped)
     if not Path(spec).is_file() and fallback:
         print(
             f"beatwise: model {spec} not found; using the RR-rule stand-in (not a trained model).",
@@ -583,6 +588,7 @@ def _bench(args: argparse.Namespace) -> int:
     import tempfile
     import time
 
+    import numpy as np
     import wfdb
 
     from beatwise.records import list_records, record_path
@@ -684,11 +690,17 @@ def _bench(args: argparse.Namespace) -> int:
             ["--db", args.db, "--records", *specs, "--speed", "1", "--duration-s", "20"],
             timeout_s=80,
         )
-        delays = r["vtach_alarm_delay_s"]["all"]
+        # every V-tach onset of both speed-1 runs counts
+        delays = r["vtach_alarm_delay_s"]["all"] + result["speed_1"]["vtach_alarm_delay_s"]["all"]
         result["vtach_alarm"] = {
             "episodes": specs,
-            "note": "each bed starts 8 s before a reference (VT note",
-            "delay_s": r["vtach_alarm_delay_s"],
+            "note": "each bed starts 8 s before a reference (VT rhythm note); delay = alert "
+            "published - third V beat's R peak acquired; both speed-1 runs pooled",
+            "delay_s": {
+                "n": len(delays),
+                "max": max(delays, default=None),
+                "p50": float(np.median(delays)) if delays else None,
+            },
             "run": r,
         }
         worst = max(delays) if delays else math.nan
