@@ -222,3 +222,63 @@ def test_signal_loss_onset_and_end(tmp_path):
     src.close()
     loss = [(e["state"]) for e in events if e.get("type") == "alert" and e["kind"] == "signal_loss"]
     assert loss == ["onset", "end"]
+
+
+def test_alerts_command_prints_filtered_alerts(tmp_path, capsys):
+    import json
+
+    from beatwise.cli import main
+
+    ep = endpoints(tmp_path)
+    beds = load_beds("mitdb", ["208"], duration_s=120)
+    pub = ReplayPublisher(beds, endpoint=ep["data"], control=ep["ctl"], speed=math.inf)
+    con = StreamConsumer(
+        RuleClassifier(),
+        connect=ep["data"],
+        control=ep["ctl"],
+        publish=ep["out"],
+        publish_control=ep["octl"],
+        wait_subscribers=1,
+    )
+    threads = [
+        threading.Thread(target=pub.run, daemon=True),
+        threading.Thread(target=con.run, daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    assert con.bound.wait(10)
+    rc = main(
+        [
+            "alerts",
+            "--connect",
+            ep["out"],
+            "--control",
+            ep["octl"],
+            "--bed",
+            "208",
+            "--kind",
+            "pvc",
+            "--json",
+            "--count",
+            "5",
+        ]
+    )
+    for t in threads:
+        t.join(30)
+    assert rc == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(got) == 5 and {(m["bed"], m["kind"]) for m in got} == {("208", "pvc")}
+    assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
+
+
+def test_the_library_never_imports_replay_or_stream():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, beatwise.cli, beatwise.bedside, beatwise.report, beatwise.rhythm; "
+        "beatwise.cli.build_parser(); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('replay', 'stream', 'zmq')]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
