@@ -113,7 +113,13 @@ class Bedside:
 
     def _reset(self) -> None:
         self.pipeline = BeatPipeline(fs=self.fs)
-        self.rhythm = RhythmMonitor(fs=self.fs, decision_delay_s=decision_delay_s(self.pipeline))
+        # the assembler's max_delay includes the detector's learning phase
+        learn = self.pipeline.assembler.max_delay - self.pipeline.detector.max_delay
+        self.rhythm = RhythmMonitor(
+            fs=self.fs,
+            decision_delay_s=decision_delay_s(self.pipeline),
+            start_delay_s=max(learn, 0) / self.fs,
+        )
         self.counts = dict.fromkeys(CLASSES, 0)
 
     @property

@@ -174,19 +174,28 @@ class RhythmMonitor:
         decision_delay_s: Longest time (s) after an R peak until the pipeline has emitted
             that beat; the clock rule (asystole) waits this long so a late beat cannot
             contradict it. Default 3.25 (the beat assembler waits up to 3 s for the next beat).
+        start_delay_s: Extra wait (s) before the first beat, while the detector learns
+            (its first beats are confirmed late). Default 0.
         hr_beats: RR intervals in the heart-rate average. Default 8.
     """
 
     def __init__(
-        self, *, fs: float = 360.0, decision_delay_s: float = 3.25, hr_beats: int = 8
+        self,
+        *,
+        fs: float = 360.0,
+        decision_delay_s: float = 3.25,
+        start_delay_s: float = 0.0,
+        hr_beats: int = 8,
     ) -> None:
-        if fs <= 0 or decision_delay_s < 0 or hr_beats < 1:
+        if fs <= 0 or decision_delay_s < 0 or start_delay_s < 0 or hr_beats < 1:
             raise ValueError(
                 f"RhythmMonitor(fs={fs!r}, decision_delay_s={decision_delay_s!r}, "
-                f"hr_beats={hr_beats!r}): expected fs > 0, delay >= 0 s, hr_beats >= 1."
+                f"start_delay_s={start_delay_s!r}, hr_beats={hr_beats!r}): expected fs > 0, "
+                "delays >= 0 s, hr_beats >= 1."
             )
         self.fs = fs
         self.decision_delay_s = decision_delay_s
+        self.start_delay_s = start_delay_s
         self.hr_beats = hr_beats
         self._reset()
 
@@ -216,7 +225,8 @@ class RhythmMonitor:
         out: list[Alert] = []
         if "asystole" not in self.active:
             start = self._asystole_from + int(round(4.0 * self.fs))
-            if self._clock >= start + int(round(self.decision_delay_s * self.fs)):
+            wait = self.decision_delay_s + (self.start_delay_s if self._last is None else 0.0)
+            if self._clock >= start + int(round(wait * self.fs)):
                 out.append(
                     self._open("asystole", start, None, {"since_sample": self._asystole_from})
                 )
@@ -322,10 +332,11 @@ class RhythmMonitor:
         # Asystole: a late beat ends it (opening it first if the clock had not yet).
         if s - self._asystole_from > 4.0 * self.fs and "asystole" not in self.active:
             out.append(
+                # beat_sample None as when the clock declares it: the same alert either way
                 self._open(
                     "asystole",
                     self._asystole_from + int(round(4.0 * self.fs)),
-                    s,
+                    None,
                     {"since_sample": self._asystole_from},
                 )
             )

@@ -8,6 +8,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beatwise.rhythm import SEVERITY, Alert, RhythmMonitor, labels_from_symbols
 
@@ -208,3 +210,35 @@ def test_chunk_free_on_real_record(record):
     many = run_reference(rec, every=37)
     key = lambda a: (a.sample, a.kind, a.state)  # noqa: E731
     assert sorted(map(key, one)) == sorted(map(key, many))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    labels=st.lists(st.sampled_from("NNNNVVA/"), min_size=5, max_size=60),
+    rrs=st.lists(st.floats(0.25, 6.0), min_size=60, max_size=60),
+    lags=st.lists(st.floats(0.2, 3.0), min_size=60, max_size=60),
+    steps=st.lists(st.integers(1, 800), min_size=1, max_size=20),
+)
+def test_alerts_do_not_depend_on_when_beats_arrive(labels, rrs, lags, steps):
+    """Live: each beat arrives 0.2-3 s after its R peak (the pipeline's bound), the clock
+    ticks in arbitrary steps; offline: every beat at once. Same alerts."""
+    n = len(labels)
+    samples = (FS + np.cumsum(np.round(np.asarray(rrs[:n]) * FS))).astype(int)
+    emit = np.maximum.accumulate(samples + np.round(np.asarray(lags[:n]) * FS).astype(int))
+    end = int(samples[-1]) + 10 * FS
+    key = lambda a: (a.kind, a.state, a.sample, a.beat_sample, str(a.detail))  # noqa: E731
+
+    live, m, clock, i, k = [], RhythmMonitor(fs=FS, decision_delay_s=3.25), 0, 0, 0
+    while clock < end:
+        clock = min(clock + steps[k % len(steps)], end)
+        k += 1
+        j = i
+        while j < n and emit[j] <= clock:
+            j += 1
+        live += m.push(samples[i:j], labels[i:j]) + m.advance(clock)
+        i = j
+    live += m.finish(end)
+
+    m = RhythmMonitor(fs=FS, decision_delay_s=3.25)
+    offline = m.push(samples, labels) + m.advance(end) + m.finish(end)
+    assert sorted(map(key, live)) == sorted(map(key, offline))
