@@ -85,10 +85,10 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "validation beats (a prior correction for balanced training)",
     )
     p.add_argument(
-        "--ema",
-        type=float,
+        "--swa-start",
+        type=int,
         default=None,
-        help="validate and keep an exponential moving average of the weights (decay/step)",
+        help="from this epoch on, validate and keep the average of the epochs' weights",
     )
     p.add_argument(
         "--rr-mean-beats",
@@ -254,7 +254,7 @@ def _train(args: argparse.Namespace) -> int:
         widths=widths,
         blocks=args.blocks,
         n_per_epoch=args.n_per_epoch,
-        ema=args.ema,
+        swa_start=args.swa_start,
     )
     if args.tune_bias and args.train_on_val:
         raise ValueError("--tune-bias needs held-out validation beats; drop --train-on-val.")

@@ -66,9 +66,10 @@ class TrainConfig:
         n_per_epoch: When given, each epoch trains on a fresh random draw of this many N
             beats (all beats of the other classes): undersampling that still sees every N
             beat over the epochs. Default None (every beat every epoch).
-        ema: When given, validate and keep an exponential moving average of the weights
-            with this decay per step (smooths the epoch-to-epoch swings of inter-patient
-            validation scores). Default None.
+        swa_start: When given, from this epoch on validate (and keep) the average of the
+            weights at the end of each epoch since, with batch-norm statistics recomputed on
+            training beats (stochastic weight averaging: smooths the epoch-to-epoch swings of
+            inter-patient validation scores). Default None.
         rr_key: Which RR arrays of the prepared set to use: ``"rr"`` (as the pipeline feeds
             them) or an experiment's, e.g. ``"rr_run"``. Default ``"rr"``.
     """
@@ -85,7 +86,7 @@ class TrainConfig:
     widths: tuple[int, ...] = field(default=(16, 32, 64))
     blocks: int = 2
     n_per_epoch: int | None = None
-    ema: float | None = None
+    swa_start: int | None = None
     rr_key: str = "rr"
 
     def __post_init__(self) -> None:
@@ -199,6 +200,27 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return (x - lo) / span  # back to min-max [0, 1], as the pipeline scales
 
 
+@torch.no_grad()
+def _update_bn(
+    model: nn.Module, x: torch.Tensor, rr: torch.Tensor, gen: torch.Generator, n: int = 20_000
+) -> None:
+    """Recompute batch-norm statistics of averaged weights on (up to ``n``) training beats."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = {}
+    for m in bns:
+        m.reset_running_stats()
+        momenta[m] = m.momentum
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    pick = torch.randperm(len(x), generator=gen, device=x.device)[:n]
+    for a in range(0, len(pick), 1024):
+        idx = pick[a : a + 1024]
+        model(x[idx], rr[idx])
+    for m in bns:
+        m.momentum = momenta[m]
+    model.eval()
+
+
 def fit(
     prepared: dict[str, np.ndarray],
     *,
@@ -254,13 +276,7 @@ def fit(
     val_loss_fn = nn.CrossEntropyLoss()
 
     model = config.model().to(dev)
-    ema = None
-    if config.ema is not None:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema),
-            use_buffers=True,
-        )
+    swa = None
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     is_n = yt == 0  # N is class 0 (CLASSES order)
     n_idx, other_idx = torch.nonzero(is_n).flatten(), torch.nonzero(~is_n).flatten()
@@ -294,10 +310,14 @@ def fit(
             loss.backward()
             opt.step()
             sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
             total += float(loss.detach()) * len(idx)
-        judged = model if ema is None else ema.module
+        judged = model
+        if config.swa_start is not None and epoch >= config.swa_start:
+            if swa is None:
+                swa = torch.optim.swa_utils.AveragedModel(model)
+            swa.update_parameters(model)
+            _update_bn(swa.module, xt, rt, gen)
+            judged = swa.module
         logits = predict_logits(judged, xv, rv)
         val_loss = float(val_loss_fn(logits, yv))
         pred = logits.argmax(1).cpu().numpy()
