@@ -35,6 +35,7 @@ from beatwise.protocol import (
     STATUS,
     CreditLedger,
     ProtocolError,
+    decode_json,
     decode_samples,
     encode_json,
     exact_topic,
@@ -347,13 +348,19 @@ class StreamConsumer:
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
         ready_sent = False
+        self._expected: set[str] = set()
         received = 0
         acked = 0
         self._last_status = self.clock()
         while not stop.is_set():
             if max_duration_s is not None and self.clock() - t0 >= max_duration_s:
                 break
-            if until_end and self.beds and all(b.ended for b in self.beds.values()):
+            if (
+                until_end
+                and self.beds
+                and self._expected <= self.beds.keys()
+                and all(b.ended for b in self.beds.values())
+            ):
                 break
             self._drain_out_control(0)
             if not poller.poll(50):
@@ -369,6 +376,11 @@ class StreamConsumer:
                     break
                 kind, bed = exact_topic(frames[0])
                 if kind == HELLO:
+                    try:  # the source's bed list: wait for all of them to end
+                        beds = decode_json(frames[1]).get("beds") or []
+                    except ProtocolError:
+                        beds = []
+                    self._expected |= {b for b in beds if not self.only or b in self.only}
                     if not ready_sent:
                         self._send_ready()
                         ready_sent = True
