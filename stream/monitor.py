@@ -28,7 +28,7 @@ from rich.text import Text
 from beatwise.classes import CLASSES
 from beatwise.rhythm import EPISODES, NAMES
 
-__all__ = ["JsonLines", "Monitor", "braille_trace"]
+__all__ = ["JsonLines", "Monitor", "braille_trace", "sparkline"]
 
 FS = 360
 STYLE = {"critical": "bold white on red", "warning": "bold yellow", "advisory": "cyan"}
@@ -65,6 +65,18 @@ def braille_trace(x: np.ndarray, *, width: int = 48, height: int = 3) -> list[st
             for y in range(top, bot + 1):
                 grid[y // 4, i // 2] |= _DOTS[i % 2][y % 4]
     return ["".join(chr(0x2800 + v) for v in row) for row in grid]
+
+
+def sparkline(x: np.ndarray, *, width: int = 20) -> str:
+    """``x`` as ``width`` block characters (max of each bin; spikes survive)."""
+    x = np.asarray(x, np.float64)
+    if len(x) < width:
+        return " " * width
+    bins = np.array_split(x, width)
+    top = np.array([b.max() for b in bins])
+    lo, hi = float(x.min()), float(x.max())
+    levels = np.round((top - lo) / ((hi - lo) or 1.0) * 7).astype(int)
+    return "".join("▁▂▃▄▅▆▇█"[v] for v in levels)
 
 
 class _BedView:
@@ -104,6 +116,7 @@ class Monitor:
     Args:
         trace_s: Seconds of ECG in the trace. Default 4.
         trace_width: Trace width in characters. Default 44.
+        max_panels: More beds than this are shown as one compact row each. Default 6.
         clock: Monotonic clock (s) for the beats/s figure. Default ``time.monotonic``.
     """
 
@@ -112,10 +125,12 @@ class Monitor:
         *,
         trace_s: float = 4.0,
         trace_width: int = 44,
+        max_panels: int = 6,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.trace_s = trace_s
         self.trace_width = trace_width
+        self.max_panels = max_panels
         self.clock = clock
         self.beds: dict[str, _BedView] = {}
         self.status: dict = {}
@@ -233,9 +248,34 @@ class Monitor:
             return self._render()
 
     def _render(self) -> Group:
+        if len(self.beds) > self.max_panels:
+            return Group(self.table(), self.footer())
         panels = [self.panel(b) for b in self.beds.values()]
         body = Columns(panels) if panels else Text("waiting for the stream…", style="dim")
         return Group(body, self.footer())
+
+    def table(self) -> Table:
+        """Compact view for many beds: one row per bed, most serious beds first."""
+        t = Table(box=None, padding=(0, 1), header_style="dim")
+        for col in ("bed", "HR", "rhythm", *CLASSES, "trace", "last alert"):
+            t.add_column(col, justify="right" if col in CLASSES or col == "HR" else "left")
+
+        def rank(b: _BedView) -> tuple:
+            return (not ({"vtach", "asystole"} & b.active), not b.active, b.name)
+
+        for b in sorted(self.beds.values(), key=rank):
+            last = b.alerts[-1] if b.alerts else None
+            t.add_row(
+                b.name,
+                "--" if b.hr is None else f"{b.hr:.0f}",
+                Text(b.rhythm, style=_rhythm_style(b)),
+                *[str(b.counts.get(c, 0)) for c in CLASSES],
+                Text(sparkline(b.trace[-2 * FS :], width=20), style="green"),
+                Text(f"{last['name']} {last['state']}", style=STYLE[last["severity"]])
+                if last
+                else "",
+            )
+        return t
 
 
 def _rhythm_style(b: _BedView) -> str:

@@ -154,3 +154,14 @@ def test_headless_command_output_parses(tmp_path, capsys):
     assert len(beats) > 50 and all(m["bed"] == "208" for m in beats)
     assert {"sample", "time_s", "class", "probs", "rr_s", "hr_bpm", "seq"} <= set(beats[0])
     assert log.is_file() and (tmp_path / "rep" / "208" / "doctor.md").is_file()
+
+
+def test_many_beds_render_as_compact_rows(tmp_path):
+    mon = Monitor(max_panels=2)
+    run_into([mon], tmp_path, records=("203", "119", "232"), duration_s=30)
+    console = Console(record=True, width=160)
+    console.print(mon.render())
+    text = console.export_text()
+    assert "╭" not in text  # no panels
+    rows = [line for line in text.splitlines() if line.strip().startswith(("203", "119", "232"))]
+    assert len(rows) == 3 and all(any(ch in line for ch in "▁▂▃▄▅▆▇█") for line in rows)
