@@ -347,7 +347,8 @@ def write_reports(
     Args:
         messages: The session's messages (live, or :func:`read_log`).
         out_dir: Output folder (created).
-        max_strips: Most strip PNGs per bed. Default 12.
+        max_strips: Most strip PNGs per bed besides the critical events' (V-tach,
+            asystole), which all get one (up to 100). Default 12.
 
     Returns:
         The bed folders written.
@@ -363,7 +364,10 @@ def write_reports(
             bed["strips"], key=lambda m: (SEVERITY.get(m["kind"]) != "critical", m["start_sample"])
         )
         serious = [st for st in serious if len(st.get("mv", ())) > 1]
-        for i, st in enumerate(serious[:max_strips]):
+        crit = [st for st in serious if SEVERITY.get(st["kind"]) == "critical"]
+        rest = [st for st in serious if SEVERITY.get(st["kind"]) != "critical"]
+        serious = crit[:100] + rest[:max_strips]
+        for i, st in enumerate(serious):
             at = int(st.get("sample", st["start_sample"]) / FS)
             p = f"strip_{i:02d}_{st['kind']}_{at}s.png"
             _strip_png(st, d / p)

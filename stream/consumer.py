@@ -63,7 +63,9 @@ _STRIP_BEFORE = _STRIP_AFTER = 4 * FS
 # Raw samples kept per bed (trace and strips): more than one processing round can bring
 # (max_batch messages of one bed), so a strip is still whole when its alert comes.
 _RING = 256 * FS
-_MAX_STRIPS = 5  # per bed and kind
+# Strips per bed and kind: every critical event, the first few of the others.
+_MAX_STRIPS = {"vtach": 200, "asystole": 200}
+_MAX_STRIPS_OTHER = 5
 
 
 @dataclass
@@ -586,7 +588,7 @@ class StreamConsumer:
         if (
             a.state in ("onset", "event")
             and a.kind in STRIP_KINDS
-            and bed.n_strips.get(a.kind, 0) < _MAX_STRIPS
+            and bed.n_strips.get(a.kind, 0) < _MAX_STRIPS.get(a.kind, _MAX_STRIPS_OTHER)
         ):
             bed.n_strips[a.kind] = bed.n_strips.get(a.kind, 0) + 1
             bed.strips.append((a.sample - _STRIP_BEFORE, a.kind, a.sample))
