@@ -352,6 +352,7 @@ def _alerts(args: argparse.Namespace) -> int:
                     f"[{msg['severity']:>8}] bed {msg['bed']} t={msg['time_s']:9.1f} s  "
                     f"{msg['name']} {msg['state']} {msg['detail'] or ''}",
                     style=STYLE[msg["severity"]],
+                    markup=False,
                 )
             n += 1
             if args.count and n >= args.count:
