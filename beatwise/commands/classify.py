@@ -328,10 +328,14 @@ def _train(args: argparse.Namespace) -> int:
         ).numpy()
         bias, f1_before, f1_after = tune_logit_bias(logits, prepared["y_val"])
         model.logit_bias.copy_(torch.from_numpy(bias).float())
+        y_val = prepared["y_val"]
         bias_info = {
             "logit_bias": [round(float(b), 3) for b in bias],
+            "fitted_on": "validation beats (held out of training; never test beats)",
             "val_macro_f1_before": f1_before,
             "val_macro_f1_after": f1_after,
+            "val_accuracy_before": float((logits.argmax(1) == y_val).mean()),
+            "val_accuracy_after": float(((logits + bias).argmax(1) == y_val).mean()),
         }
         print(
             f"logit bias {bias_info['logit_bias']}: val macro-F1 {f1_before:.4f} -> {f1_after:.4f}"
@@ -367,6 +371,15 @@ def _train(args: argparse.Namespace) -> int:
     }
     if fit_info.get("command"):
         card["training"]["fit_command"] = fit_info["command"]
+        prep = fit_info.get("prepared_info", {})
+        card["training"]["prepare_command"] = prep.get("prepare_command")
+        if prep.get("train") != info["train"] or prep.get("val") != info["val"]:
+            raise ValueError(
+                f"--weights {args.weights}: trained on a prepared set with counts "
+                f"{prep.get('train')} / {prep.get('val')}, but these options prepare "
+                f"{info['train']} / {info['val']}; use the options of its prepare command: "
+                f"{prep.get('prepare_command')}"
+            )
     path = export_model(model, out, card=card)
     size = path.stat().st_size
     print(
