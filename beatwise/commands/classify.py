@@ -338,7 +338,9 @@ def _train(args: argparse.Namespace) -> int:
             "val_accuracy_after": float(((logits + bias).argmax(1) == y_val).mean()),
         }
         print(
-            f"logit bias {bias_info['logit_bias']}: val macro-F1 {f1_before:.4f} -> {f1_after:.4f}"
+            f"logit bias {bias_info['logit_bias']}: val macro-F1 {f1_before:.4f} -> "
+            f"{f1_after:.4f}, val accuracy {bias_info['val_accuracy_before']:.4f} -> "
+            f"{bias_info['val_accuracy_after']:.4f}"
         )
     n_params = sum(p.numel() for p in model.parameters())
     card = {
