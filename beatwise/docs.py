@@ -1,0 +1,125 @@
+"""Keep the figures in the README and docs/ generated from the committed results.
+
+Two kinds of generated block in a markdown file:
+
+- ``<!-- table: docs/results/x.json [per_record] [worst=N] -->`` ... ``<!-- end table -->``:
+  a detection table rendered from that JSON (:func:`beatwise.eval.detection.markdown_table`);
+- ``<!-- include: docs/y.md#name -->`` ... ``<!-- end include -->``: a copy of the part of
+  ``docs/y.md`` between ``<!-- section: name -->`` and ``<!-- end section -->``;
+- ``<!-- targets: detection -->`` ... ``<!-- end targets -->``: the detection targets of
+  issue 2 against ``docs/results/detect_{mitdb,svdb}.json``, met or not.
+
+``beatwise docs`` rewrites them in place; ``beatwise docs --check`` fails when a file is
+stale, and the test suite runs that check, so no figure is typed by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from beatwise.eval.detection import markdown_table
+
+__all__ = ["DOC_FILES", "render", "update"]
+
+#: Files with generated blocks, relative to the repository root.
+DOC_FILES = ("docs/detection.md", "README.md")
+
+_TABLE = re.compile(
+    r"(?P<open><!-- table: (?P<path>\S+?)(?P<opts>(?: [\w=]+)*) -->\n)(?P<body>.*?)"
+    r"(?P<close><!-- end table -->)",
+    re.DOTALL,
+)
+_INCLUDE = re.compile(
+    r"(?P<open><!-- include: (?P<path>\S+?)#(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+    r"(?P<close><!-- end include -->)",
+    re.DOTALL,
+)
+
+
+_TARGETS = re.compile(
+    r"(?P<open><!-- targets: detection -->\n)(?P<body>.*?)(?P<close><!-- end targets -->)",
+    re.DOTALL,
+)
+
+#: (label, database, totals key, comparison, target, unit)
+DETECTION_TARGETS = (
+    ("mitdb Se", "mitdb", "se", ">=", 99.80, "%"),
+    ("mitdb +P", "mitdb", "ppv", ">=", 99.80, "%"),
+    ("mitdb DER", "mitdb", "der", "<=", 0.40, "%"),
+    ("svdb Se", "svdb", "se", ">=", 99.80, "%"),
+    ("svdb +P", "svdb", "ppv", ">=", 99.80, "%"),
+    ("speed, whole record in one push (mitdb)", "mitdb", "x_realtime", ">=", 50_000, "x"),
+    ("speed, 1-second chunks (mitdb)", "mitdb", "x_realtime_chunked_1s", ">=", 20_000, "x"),
+    ("speed, whole record in one push (svdb)", "svdb", "x_realtime", ">=", 50_000, "x"),
+    ("speed, 1-second chunks (svdb)", "svdb", "x_realtime_chunked_1s", ">=", 20_000, "x"),
+)
+
+
+def detection_targets(root: Path) -> str:
+    """Markdown table: each detection target, the measured figure, met or not."""
+    import json
+
+    totals = {
+        db: json.loads((root / f"docs/results/detect_{db}.json").read_text())["totals"]
+        for db in ("mitdb", "svdb")
+    }
+    lines = ["| | target | measured | |", "|---|---:|---:|---|"]
+    for label, db, key, op, target, unit in DETECTION_TARGETS:
+        value = totals[db][key]
+        met = value >= target if op == ">=" else value <= target
+        fmt = (lambda v: f"{v:,.0f}x") if unit == "x" else (lambda v: f"{v:.2f} %")
+        lines.append(
+            f"| {label} | {op} {fmt(target)} | {fmt(value)} | {'met' if met else '**not met**'} |"
+        )
+    lines.append("")
+    lines.append("*From `beatwise eval detect --db mitdb|svdb` (docs/results/detect_*.json).*")
+    return "\n".join(lines) + "\n"
+
+
+def _section(path: Path, name: str) -> str:
+    text = path.read_text()
+    m = re.search(
+        rf"<!-- section: {re.escape(name)} -->\n(.*?)<!-- end section -->", text, re.DOTALL
+    )
+    if m is None:
+        raise ValueError(
+            f"{path}: no '<!-- section: {name} -->' ... '<!-- end section -->' block to include."
+        )
+    return m.group(1)
+
+
+def render(text: str, *, root: Path) -> str:
+    """Return ``text`` with every generated block rendered from the files under ``root``."""
+
+    def table(m: re.Match) -> str:
+        opts = m["opts"].split()
+        worst = next((int(o.split("=")[1]) for o in opts if o.startswith("worst=")), 0)
+        body = markdown_table(root / m["path"], per_record="per_record" in opts, worst=worst)
+        return f"{m['open']}{body}\n{m['close']}"
+
+    def include(m: re.Match) -> str:
+        return f"{m['open']}{_section(root / m['path'], m['name'])}{m['close']}"
+
+    def targets(m: re.Match) -> str:
+        return f"{m['open']}{detection_targets(root)}{m['close']}"
+
+    text = _TARGETS.sub(targets, _TABLE.sub(table, text))
+    return _INCLUDE.sub(include, text)
+
+
+def update(root: Path, *, check: bool = False) -> list[str]:
+    """Render the blocks of :data:`DOC_FILES` under ``root``; write them unless ``check``.
+
+    Returns the files that were (or, with ``check``, would be) changed.
+    """
+    changed = []
+    for rel in DOC_FILES:
+        path = root / rel
+        old = path.read_text()
+        new = render(old, root=root)
+        if new != old:
+            changed.append(rel)
+            if not check:
+                path.write_text(new)
+    return changed
