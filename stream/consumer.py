@@ -13,7 +13,6 @@ back-pressure instead of loss, end to end.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 import uuid
@@ -146,14 +145,13 @@ class _Bed:
     def acquired_at(self, sample: int) -> float | None:
         """Wall time at which our sample ``sample`` was acquired (paced streams), s."""
         g = sample + self.base
-        firsts = [s[0] for s in self.sent]
-        i = bisect.bisect_right(firsts, g) - 1
-        if i < 0:
-            return None
-        first, n, sent_at, speed = self.sent[i]
-        if not speed or g >= first + n:
-            return None
-        return sent_at - (first + n - 1 - g) / (FS * speed)
+        # R peaks are recent: scan back from the newest chunk (a few steps)
+        for first, n, sent_at, speed in reversed(self.sent):
+            if first <= g:
+                if not speed or g >= first + n:
+                    return None
+                return sent_at - (first + n - 1 - g) / (FS * speed)
+        return None
 
 
 class StreamConsumer:
