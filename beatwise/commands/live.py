@@ -581,6 +581,13 @@ def _vt_segments(
     return out
 
 
+def _sha256(path: str) -> str | None:
+    import hashlib
+
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
 def _bench(args: argparse.Namespace) -> int:
     import json
     import math
@@ -609,6 +616,7 @@ def _bench(args: argparse.Namespace) -> int:
             "consumer in this one",
         },
         "model": name,
+        "model_sha256": _sha256(name),
         "records": records,
     }
     rows = []
