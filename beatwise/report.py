@@ -202,7 +202,12 @@ def patient_summary(s: dict) -> dict:
     if extra_v:
         lines.append(
             f"{extra_v:,} beats ({s['burden_pct']['V']:.1f}%) started early in the lower "
-            "chambers of the heart (extra beats). Many people have some."
+            "chambers of the heart (extra beats). "
+            + (
+                "Many people have a few."
+                if s["burden_pct"]["V"] < 1.0
+                else "That is more than usual; your doctor will look at it."
+            )
         )
     if extra_a:
         lines.append(
@@ -220,12 +225,15 @@ def patient_summary(s: dict) -> dict:
         )
     if s["pauses"] or s["episodes"]["asystole"]:
         lines.append(f"Your heart paused for more than 2 seconds {len(s['pauses'])} time(s).")
-    if s["counts"]["/"]:
-        lines.append("Your pacemaker was working during the recording.")
-    if s["counts"]["L"] or s["counts"]["R"]:
+    # Conduction patterns only when they dominate: a few misclassified beats say nothing.
+    if s["episodes"]["paced"] or s["burden_pct"]["/"] >= 20:
+        lines.append("Your pacemaker was setting the pace of your heart for much of the recording.")
+    bbb = s["burden_pct"]["L"] + s["burden_pct"]["R"]
+    if bbb >= 20:
         lines.append(
-            "Your heartbeats show a known pattern in how the signal spreads through the heart "
-            "(a bundle branch block); this was seen before and is not new by itself."
+            "Many of your heartbeats show a pattern called bundle branch block: the signal "
+            "spreads through the heart by a slower path. Your doctor will say what it "
+            "means for you."
         )
     if len(lines) <= 2:
         lines.append("We found nothing unusual.")
