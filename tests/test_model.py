@@ -169,6 +169,9 @@ def test_smote_balancing(tiny_dataset, monkeypatch):
     assert counts["V"] >= 400 and counts["A"] == 400  # 208 has ~990 V, 100 ~30 A
     assert p["x_train"].shape == (sum(counts.values()), 280)
     assert p["rr_train"].shape[1] == 3
+    keep = protocols.prepare(tiny_dataset, split, seed=0, balance="smote_keep_n")
+    assert keep["info"]["train"]["N"] == p["info"]["train_before_balancing"]["N"] > 800
+    assert keep["info"]["train"]["A"] == 400
     # the split is over reference beats: test + train + val never share a beat
     parts = [set(split.beats[k].tolist()) for k in ("train", "val", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])

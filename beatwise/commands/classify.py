@@ -53,7 +53,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--seed", type=int, default=0, help="split, balancing and training seed")
     p.add_argument(
         "--balance",
-        choices=("smote", "undersample", "none"),
+        choices=("smote", "smote_keep_n", "undersample", "none"),
         default=None,
         help="training balance (default: smote for seed, undersample otherwise)",
     )

@@ -87,6 +87,9 @@ DS2: tuple[str, ...] = (
 #: The paced mitdb records (outside DS1 and DS2), trained on so the model knows "/".
 PACED: tuple[str, ...] = ("102", "104", "107", "217")
 
+#: Training balance modes of :func:`prepare`.
+BALANCES: tuple[str, ...] = ("smote", "smote_keep_n", "undersample", "none")
+
 #: Seed protocol sizes (the prior version's).
 SEED_MINORITY = 20_000
 SEED_MAJORITY = 40_000
@@ -182,8 +185,10 @@ def prepare(
         split: Its split.
         seed: Seed of SMOTE and undersampling. Default 0.
         balance: ``"smote"`` (SMOTE of minorities to 20,000 + N undersampled to 40,000:
-            the seed protocol's), ``"undersample"`` (N undersampled to 40,000 only), or
-            ``"none"``. Default: ``"smote"`` for seed, ``"undersample"`` otherwise.
+            the seed protocol's), ``"smote_keep_n"`` (the same SMOTE, every N beat kept: pair
+            it with ``TrainConfig(n_per_epoch=40_000)`` to draw 40,000 N afresh each epoch),
+            ``"undersample"`` (N undersampled to 40,000 only), or ``"none"``. Default:
+            ``"smote"`` for seed, ``"undersample"`` otherwise.
         rr_mean_beats: Experiment only: also return ``rr_run_train`` / ``rr_run_val``, the
             RR context with "local mean RR" replaced by the mean pre-RR of the last
             ``rr_mean_beats`` detected beats of the record (a record-level running mean;
@@ -198,8 +203,8 @@ def prepare(
         ``info`` (counts before and after balancing).
     """
     balance = balance or ("smote" if split.protocol == "seed" else "undersample")
-    if balance not in ("smote", "undersample", "none"):
-        raise ValueError(f"balance must be 'smote', 'undersample' or 'none'; got {balance!r}.")
+    if balance not in BALANCES:
+        raise ValueError(f"balance must be one of {BALANCES}; got {balance!r}.")
     tr, va = split.beats["train"], split.beats["val"]
     if train_on_val:
         tr = np.sort(np.concatenate([tr, va]))
@@ -212,7 +217,14 @@ def prepare(
     y = ds["label"][tr].astype(np.int64)
     before = _counts(y)
     if balance != "none":
-        x, rr, y = _balance(x, rr, y, smote=balance == "smote", seed=seed)
+        x, rr, y = _balance(
+            x,
+            rr,
+            y,
+            smote=balance.startswith("smote"),
+            undersample=balance != "smote_keep_n",
+            seed=seed,
+        )
     out = {
         "x_train": x,
         "rr_train": rr,
@@ -260,7 +272,7 @@ def _counts(y: np.ndarray) -> dict[str, int]:
 
 
 def _balance(
-    x: np.ndarray, rr: np.ndarray, y: np.ndarray, *, smote: bool, seed: int
+    x: np.ndarray, rr: np.ndarray, y: np.ndarray, *, smote: bool, undersample: bool, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from imblearn.over_sampling import SMOTE
     from imblearn.under_sampling import RandomUnderSampler
@@ -278,7 +290,7 @@ def _balance(
             # SMOTE interpolates window and RR together, so a synthetic beat's RR context
             # goes with its shape.
             feats, y = SMOTE(sampling_strategy=target, random_state=seed).fit_resample(feats, y)
-    if counts[n_idx] > SEED_MAJORITY:
+    if undersample and counts[n_idx] > SEED_MAJORITY:
         # Undersample N only; every other class keeps all its beats.
         kept = {i: int(c) for i, c in enumerate(np.bincount(y, minlength=len(CLASSES))) if c}
         kept[n_idx] = SEED_MAJORITY
