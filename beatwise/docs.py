@@ -7,7 +7,8 @@ Two kinds of generated block in a markdown file:
 - ``<!-- include: docs/y.md#name -->`` ... ``<!-- end include -->``: a copy of the part of
   ``docs/y.md`` between ``<!-- section: name -->`` and ``<!-- end section -->``;
 - ``<!-- targets: detection -->`` ... ``<!-- end targets -->``: the detection targets of
-  issue 2 against ``docs/results/detect_{mitdb,svdb}.json``, met or not.
+  issue 2 against ``docs/results/detect_{mitdb,svdb}.json``, met or not; ``targets: stream``
+  the live-system targets from ``docs/results/bench_stream.json``.
 
 ``beatwise docs`` rewrites them in place; ``beatwise docs --check`` fails when a file is
 stale, and the test suite runs that check, so no figure is typed by hand.
@@ -23,7 +24,7 @@ from beatwise.eval.detection import markdown_table
 __all__ = ["DOC_FILES", "render", "update"]
 
 #: Files with generated blocks, relative to the repository root.
-DOC_FILES = ("docs/detection.md", "README.md")
+DOC_FILES = ("docs/detection.md", "docs/live.md", "README.md")
 
 _TABLE = re.compile(
     r"(?P<open><!-- table: (?P<path>\S+?)(?P<opts>(?: [\w=]+)*) -->\n)(?P<body>.*?)"
@@ -38,7 +39,8 @@ _INCLUDE = re.compile(
 
 
 _TARGETS = re.compile(
-    r"(?P<open><!-- targets: detection -->\n)(?P<body>.*?)(?P<close><!-- end targets -->)",
+    r"(?P<open><!-- targets: (?P<kind>detection|stream) -->\n)(?P<body>.*?)"
+    r"(?P<close><!-- end targets -->)",
     re.DOTALL,
 )
 
@@ -77,6 +79,23 @@ def detection_targets(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stream_targets(root: Path) -> str:
+    """Markdown table of the targets ``beatwise bench stream`` checked, met or not."""
+    import json
+
+    report = json.loads((root / "docs/results/bench_stream.json").read_text())
+    lines = ["| | target | measured | |", "|---|---|---|---|"]
+    for t in report["targets"]:
+        met = "met" if t["pass"] else "**not met**"
+        lines.append(f"| {t['row']} | {t['target']} | {t['measured']} | {met} |")
+    lines.append("")
+    lines.append(
+        f"*From `{report['command']}` ({report['date_utc']}, {report['machine']['cpus']} CPUs, "
+        f"model `{report['model']}`).*"
+    )
+    return "\n".join(lines) + "\n"
+
+
 def _section(path: Path, name: str) -> str:
     text = path.read_text()
     m = re.search(
@@ -102,22 +121,43 @@ def render(text: str, *, root: Path) -> str:
         return f"{m['open']}{_section(root / m['path'], m['name'])}{m['close']}"
 
     def targets(m: re.Match) -> str:
-        return f"{m['open']}{detection_targets(root)}{m['close']}"
+        body = detection_targets(root) if m["kind"] == "detection" else stream_targets(root)
+        return f"{m['open']}{body}{m['close']}"
 
     text = _TARGETS.sub(targets, _TABLE.sub(table, text))
     return _INCLUDE.sub(include, text)
 
 
+#: Result files of ``beatwise eval classify`` that docs/classification.md is made of.
+CLASSIFY_RESULTS = (
+    "docs/results/classify_seed.json",
+    "docs/results/classify_seed_strict.json",
+    "docs/results/classify_interpatient.json",
+    "docs/results/classify_seed_biosppy.json",
+)
+
+
+def _classification_page(root: Path) -> str:
+    import json
+
+    from beatwise.eval.classification import render_report
+
+    results = [(rel, json.loads((root / rel).read_text())) for rel in CLASSIFY_RESULTS]
+    return render_report(results)
+
+
 def update(root: Path, *, check: bool = False) -> list[str]:
-    """Render the blocks of :data:`DOC_FILES` under ``root``; write them unless ``check``.
+    """Regenerate docs/classification.md and the blocks of :data:`DOC_FILES` under ``root``;
+    write them unless ``check``.
 
     Returns the files that were (or, with ``check``, would be) changed.
     """
     changed = []
-    for rel in DOC_FILES:
+    pages = {"docs/classification.md": _classification_page}
+    for rel in (*pages, *DOC_FILES):
         path = root / rel
         old = path.read_text()
-        new = render(old, root=root)
+        new = pages[rel](root) if rel in pages else render(old, root=root)
         if new != old:
             changed.append(rel)
             if not check:

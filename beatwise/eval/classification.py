@@ -684,6 +684,7 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
         "test records through the live pipeline objects in 1 s chunks and counts a reference",
         "beat right only if it was detected **and** given its class (missed beats are errors).",
         "",
+        "<!-- section: targets -->",
         "| | target | reference | BeatWise |",
         "|---|---|---|---|",
     ]
@@ -694,6 +695,9 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
             value += f" (strict seed balancing: {_fmt(get(hits[1]), pct)})"
         lines.append(f"| {label} | {target} | {ref} | {value} |")
     lines += [
+        "",
+        "*From `beatwise eval classify` (docs/results/classify_*.json).*",
+        "<!-- end section -->",
         "",
         "Made with (dataset, training on prepared arrays, export with the card, evaluation):",
         "",
