@@ -97,22 +97,43 @@ def test_wire_format_handshake_and_end(tmp_path):
     assert pub.stats.samples == {"b1": 360}
 
 
+class SteppingClock:
+    """A deterministic clock: each reading is ``step`` seconds after the previous one."""
+
+    def __init__(self, step: float):
+        self.step = step
+        self.now = 1000.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            self.now += self.step
+            return self.now
+
+
 def test_pacing_follows_the_clock_without_drift(tmp_path):
+    # The schedule is read off an injected clock, so the test times nothing: every chunk
+    # goes out at its due time t0 + k * tick (never before it, never a step after it),
+    # which is what "no drift" means -- errors cannot accumulate over the record.
     data, ctl = eps(tmp_path)
-    pub = ReplayPublisher([bed(seconds=3.0)], endpoint=data, control=ctl, speed=4.0)
+    step = 0.004
+    clock = SteppingClock(step)
+    pub = ReplayPublisher(
+        [bed(seconds=3.0)], endpoint=data, control=ctl, speed=4.0, clock=clock, wall=clock
+    )
     t = start(pub)
     c = Client(data, ctl)
-    times = []
+    sent = []
     while (g := c.recv()) is not None and g[0][1].find(b'"end"') < 0:
-        times.append(g[1])
+        sent.append(decode_samples(g[0])[0]["sent_at"])
     t.join(10)
     c.close()
     tick = 36 / (360 * 4.0)
-    rel = np.asarray(times) - times[0]
-    expected = np.arange(len(times)) * tick
-    assert len(times) == 30
-    assert abs(rel[-1] - expected[-1]) < 0.05  # no accumulated drift
-    assert np.max(np.abs(rel - expected)) < 0.05
+    assert len(sent) == 30
+    rel = np.asarray(sent) - (sent[0] - step)  # t0 is the reading just before the first send
+    due = np.arange(len(sent)) * tick
+    assert np.all(rel >= due - 1e-9)
+    assert np.all(rel - due <= 2 * step + 1e-9)
 
 
 def test_credit_window_stops_a_publisher_that_outruns_its_client(tmp_path):
