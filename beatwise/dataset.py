@@ -14,7 +14,6 @@ import json
 import os
 import zipfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 from beatwise.classes import CLASSES, SYMBOL_TO_CLASS
 from beatwise.dsp.beats import BeatAssembler, Beats
 from beatwise.eval.matching import match_beats
+from beatwise.parallel import map_in_order
 from beatwise.pipeline import WINDOW_AFTER, WINDOW_BEFORE, BeatPipeline
 from beatwise.records import FS, list_records, load_record
 
@@ -277,22 +277,13 @@ def build_dataset(
     if detector not in DETECTORS:
         raise ValueError(f"detector must be one of {DETECTORS}; got {detector!r}.")
     records = list(all_records() if records is None else records)
-    workers = os.cpu_count() or 1 if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1 processes; got {workers}.")
     jobs = [(db, name, detector) for db, name in records]
-    parts: list[RecordBeats] = []
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            parts.append(_beat_record_star(job))
-            if on_record:
-                on_record(parts[-1].record)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for part in pool.map(_beat_record_star, jobs):  # map keeps the input order
-                parts.append(part)
-                if on_record:
-                    on_record(part.record)
+    parts = map_in_order(
+        _beat_record_star,
+        jobs,
+        workers=workers,
+        on_result=(lambda part: on_record(part.record)) if on_record else None,
+    )
     return _assemble(parts, detector=detector)
 
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from beatwise.classes import AAMI_CLASSES, CLASSES, SYMBOL_TO_AAMI, SYMBOL_TO_CLASS
 from beatwise.dsp.beats import Beats
 from beatwise.eval.matching import match_beats
+from beatwise.parallel import map_in_order
 
 __all__ = [
     "CLASS_TO_AAMI",
@@ -166,22 +166,14 @@ def run_system(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 samples; got {chunk}.")
     jobs = [(r, chunk) for r in records]
-    out: list[SystemRecord] = []
-    if workers <= 1:
-        _init_worker(str(model_path))
-        for job in jobs:
-            out.append(_system_record(job))
-            if on_record:
-                on_record(out[-1].record)
-        return out
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(str(model_path),)
-    ) as pool:
-        for res in pool.map(_system_record, jobs):
-            out.append(res)
-            if on_record:
-                on_record(res.record)
-    return out
+    return map_in_order(
+        _system_record,
+        jobs,
+        workers=workers,
+        initializer=_init_worker,
+        initargs=(str(model_path),),
+        on_result=(lambda res: on_record(res.record)) if on_record else None,
+    )
 
 
 def system_scores(

@@ -30,16 +30,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from beatwise.eval.matching import match_beats
+from beatwise.parallel import map_in_order, progress_bar
 from beatwise.records import FS, RecordError, list_records, load_record
 
 __all__ = [
@@ -455,6 +454,11 @@ def check_records(db: str, names: Sequence[str] | None, *, root: Path | None = N
     return list(names)
 
 
+def _evaluate_task(task: tuple) -> RecordResult:
+    db, record, detector, tolerance_s, root = task
+    return evaluate_record(db, record, detector=detector, tolerance_s=tolerance_s, root=root)
+
+
 def evaluate(
     db: str,
     records: Sequence[str],
@@ -482,57 +486,19 @@ def evaluate(
     Returns:
         Results ordered by detector (as given), then record (as given).
     """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     check_detectors(detectors)
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}.")
     # Slow detectors first, so the pool does not end on one long task.
     slow_first = sorted(detectors, key=lambda d: d != "wfdb-xqrs")
-    tasks = [(d, r) for d in slow_first for r in records]
-    kwargs = {"tolerance_s": tolerance_s, "root": root}
-    results: dict[tuple[str, str], RecordResult] = {}
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        disable=not progress,
-        transient=True,
-    )
+    tasks = [(db, r, d, tolerance_s, root) for d in slow_first for r in records]
+    bar = progress_bar(console=console, disable=not progress)
     with bar:
         task = bar.add_task(
             f"{db}: {len(detectors)} detector(s) x {len(records)}", total=len(tasks)
         )
-        if workers == 1 or len(tasks) == 1:
-            for d, r in tasks:
-                results[d, r] = evaluate_record(db, r, detector=d, **kwargs)
-                bar.advance(task)
-        else:
-            # spawn, not fork: the parent runs threads (rich's refresh, the pool's manager).
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-            try:
-                futures = {
-                    pool.submit(evaluate_record, db, r, detector=d, **kwargs): (d, r)
-                    for d, r in tasks
-                }
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.advance(task)
-            finally:
-                # On an error or Ctrl-C, do not wait for the queued records.
-                pool.shutdown(wait=True, cancel_futures=True)
+        done = map_in_order(
+            _evaluate_task, tasks, workers=workers, on_result=lambda _: bar.advance(task)
+        )
+    results = {(t[2], t[1]): res for t, res in zip(tasks, done)}
     return [results[d, r] for d in detectors for r in records]
 
 
