@@ -217,30 +217,57 @@ def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
     assert con.beds["b1"].side.n_samples == 180  # the sample clock stayed true
 
 
+class ManualClock:
+    """A clock the test moves by hand: signal loss is decided on it, not on wall time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_signal_loss_onset_and_end(tmp_path):
     src = FakeSource(tmp_path)
     events = []
+    clock = ManualClock()
     con = StreamConsumer(
         RuleClassifier(),
         connect=src.ep["data"],
         control=src.ep["ctl"],
         publish=None,
         listeners=[events.append],
-        signal_loss_s=0.3,
+        signal_loss_s=2.0,
+        clock=clock,
     )
-    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 20})
+
+    def loss():
+        return [
+            e["state"] for e in events if e.get("type") == "alert" and e["kind"] == "signal_loss"
+        ]
+
+    def until(cond):  # a safety bound only; nothing here is timed
+        ev = threading.Event()
+        for _ in range(500):
+            if cond():
+                return True
+            ev.wait(0.02)
+        return False
+
+    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 60})
     t.start()
     src.handshake()
     x = np.zeros(36, np.float32)
     src.send("b1", 0, 0, x)
-    deadline = threading.Event()
-    deadline.wait(0.8)  # silence: longer than signal_loss_s
+    assert until(lambda: con.stats.messages >= 1)
+    assert loss() == []
+    clock.now += 2.1  # 2.1 s of the consumer's clock without samples
+    assert until(lambda: loss() == ["onset"])
     src.send("b1", 1, 36, x)
     src.end("b1", 2, 72)
     t.join(30)
     src.close()
-    loss = [(e["state"]) for e in events if e.get("type") == "alert" and e["kind"] == "signal_loss"]
-    assert loss == ["onset", "end"]
+    assert loss() == ["onset", "end"]
 
 
 def test_alerts_command_prints_filtered_alerts(tmp_path, capsys):
