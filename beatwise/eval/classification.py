@@ -39,20 +39,25 @@ CLASS_TO_AAMI: dict[str, str] = {"N": "N", "L": "N", "R": "N", "A": "S", "V": "V
 TOLERANCE = 54  # 150 ms at 360 Hz, in samples
 
 
-def _per_class(m: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
-    tp = np.diag(m).astype(float)
-    support, predicted = m.sum(1).astype(float), m.sum(0).astype(float)
+def _per_class(
+    m: np.ndarray, names: Sequence[str], *, aami: bool = False
+) -> dict[str, dict[str, float]]:
+    """Per-class scores from a confusion matrix (rows truth, first ``len(names)`` columns
+    prediction; further columns, e.g. missed beats, count in the support only).
+
+    ``aami`` names the scores as EC57 does (``se``, ``ppv``) instead of ``precision``,
+    ``recall``.
+    """
+    k = len(names)
+    tp = np.diag(m[:, :k]).astype(float)
+    support, predicted = m.sum(1).astype(float), m[:, :k].sum(0).astype(float)
     out = {}
     for i, c in enumerate(names):
         p = tp[i] / predicted[i] if predicted[i] else 0.0
         r = tp[i] / support[i] if support[i] else 0.0
-        out[c] = {
-            "precision": p,
-            "recall": r,
-            "f1": 2 * p * r / (p + r) if p + r else 0.0,
-            "support": int(support[i]),
-            "predicted": int(predicted[i]),
-        }
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        first = {"se": r, "ppv": p} if aami else {"precision": p, "recall": r}
+        out[c] = {**first, "f1": f1, "support": int(support[i]), "predicted": int(predicted[i])}
     return out
 
 
@@ -274,20 +279,8 @@ def aami_scores(results: Sequence[SystemRecord]) -> dict[str, Any]:
 
     def scores(mat: np.ndarray) -> dict[str, Any]:
         tp = np.diag(mat[:, :k]).astype(float)
-        support = mat.sum(1).astype(float)
-        predicted = mat[:, :k].sum(0).astype(float)
-        per = {}
-        for i, c in enumerate(AAMI_CLASSES):
-            se = tp[i] / support[i] if support[i] else 0.0
-            ppv = tp[i] / predicted[i] if predicted[i] else 0.0
-            per[c] = {
-                "se": se,
-                "ppv": ppv,
-                "f1": 2 * se * ppv / (se + ppv) if se + ppv else 0.0,
-                "support": int(support[i]),
-                "predicted": int(predicted[i]),
-            }
-        total = support.sum()
+        total = mat.sum()
+        per = _per_class(mat, AAMI_CLASSES, aami=True)
         return {
             "accuracy": float(tp.sum() / total) if total else 0.0,
             "n": int(total),
