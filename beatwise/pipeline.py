@@ -10,7 +10,7 @@ import numpy as np
 
 from beatwise.dsp.beats import BeatAssembler, Beats
 from beatwise.dsp.detector import OnlinePanTompkins
-from beatwise.dsp.filter import Bandpass, as_samples
+from beatwise.dsp.filter import Bandpass
 from beatwise.records import FS
 
 __all__ = ["WINDOW_AFTER", "WINDOW_BEFORE", "BeatPipeline"]
@@ -52,7 +52,7 @@ class BeatPipeline:
 
     def push(self, chunk) -> Beats:
         """Push raw samples (mV); return the beats completed meanwhile."""
-        xf = self.filter.push(as_samples(chunk))
+        xf = self.filter.push(chunk)  # the filter checks the chunk
         peaks, confirmed = self.detector.push_timed(xf)
         return self.assembler.push(xf, peaks, confirmed)
 
