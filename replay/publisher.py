@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
+from beatwise.keys import CurveKeys, secure_server
 from beatwise.protocol import (
     HELLO,
     SAMPLES,
@@ -163,6 +164,8 @@ class ReplayPublisher:
         window: Credit window, messages (see :class:`CreditLedger`). Default 4096.
         handshake_timeout_s: Give up waiting for clients after this long (s). Default None
             (wait until stopped).
+        curve: CURVE keys: both sockets encrypt and accept only ``curve.allowed`` clients
+            (:mod:`beatwise.keys`). Default None (no CURVE; fine on loopback).
         context: ZeroMQ context. Default: the process's shared instance.
         clock: Monotonic clock, s. Default ``time.monotonic``.
         wall: Wall clock, s (``sent_at`` in headers). Default ``time.time``.
@@ -180,6 +183,7 @@ class ReplayPublisher:
         wait_for: int = 1,
         window: int = 4096,
         handshake_timeout_s: float | None = None,
+        curve: CurveKeys | None = None,
         context: zmq.Context | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -201,6 +205,7 @@ class ReplayPublisher:
         self.wait_for = wait_for
         self.window = window
         self.handshake_timeout_s = handshake_timeout_s
+        self.curve = curve
         self.context = context or zmq.Context.instance()
         self.clock = clock
         self.wall = wall
@@ -214,9 +219,11 @@ class ReplayPublisher:
         # HWM well above the credit window: a ready client can never push us into a drop.
         self._pub.setsockopt(zmq.SNDHWM, 4 * self.window + 1024)
         self._pub.setsockopt(zmq.LINGER, 2000)
+        secure_server(self._pub, self.curve)
         self._pub.bind(self.endpoint)
         self._ctl = self.context.socket(zmq.ROUTER)
         self._ctl.setsockopt(zmq.LINGER, 0)
+        secure_server(self._ctl, self.curve)
         self._ctl.bind(self.control)
         self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control = self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)

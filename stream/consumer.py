@@ -26,6 +26,7 @@ import zmq
 from beatwise.bedside import Bedside, Classifier
 from beatwise.classes import CLASSES
 from beatwise.dsp.beats import Beats
+from beatwise.keys import CurveKeys, secure_client, secure_server
 from beatwise.protocol import (
     ALERT,
     BEAT,
@@ -175,6 +176,10 @@ class StreamConsumer:
             Default 2.0.
         status_every_s: Publish a status message this often (s). Default 1.0.
         model_name: Shown in the status messages. Default "".
+        curve: CURVE keys towards the source: connect only to the server ``curve.server_key``,
+            encrypted (:mod:`beatwise.keys`). Default None (no CURVE).
+        publish_curve: CURVE keys of ``publish`` and ``publish_control``: encrypted, only
+            ``publish_curve.allowed`` subscribers accepted. Default None (no CURVE).
         context: ZeroMQ context. Default: the process's shared instance.
         clock: Monotonic clock, s. Default ``time.monotonic``.
         wall: Wall clock, s (compared with the source's ``sent_at``). Default ``time.time``.
@@ -196,6 +201,8 @@ class StreamConsumer:
         signal_loss_s: float = 2.0,
         status_every_s: float = 1.0,
         model_name: str = "",
+        curve: CurveKeys | None = None,
+        publish_curve: CurveKeys | None = None,
         context: zmq.Context | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -218,6 +225,8 @@ class StreamConsumer:
         self.signal_loss_s = signal_loss_s
         self.status_every_s = status_every_s
         self.model_name = model_name
+        self.curve = curve
+        self.publish_curve = publish_curve
         self.context = context or zmq.Context.instance()
         self.clock = clock
         self.wall = wall
@@ -238,19 +247,23 @@ class StreamConsumer:
         for b in sorted(self.only) if self.only else [""]:
             self._sub.setsockopt(zmq.SUBSCRIBE, topic(SAMPLES, b) if b else f"{SAMPLES}.".encode())
         self._sub.setsockopt(zmq.SUBSCRIBE, topic(HELLO))
+        secure_client(self._sub, self.curve)
         self._sub.connect(self.connect)
         self._dealer = ctx.socket(zmq.DEALER)
         self._dealer.setsockopt(zmq.IDENTITY, self.identity)
         self._dealer.setsockopt(zmq.LINGER, 1000)
+        secure_client(self._dealer, self.curve)
         self._dealer.connect(self.control)
         self._pub = self._octl = None
         if self.publish:
             self._pub = ctx.socket(zmq.PUB)
             self._pub.setsockopt(zmq.SNDHWM, 4 * self.window + 1024)
             self._pub.setsockopt(zmq.LINGER, 2000)
+            secure_server(self._pub, self.publish_curve)
             self._pub.bind(self.publish)
             self._octl = ctx.socket(zmq.ROUTER)
             self._octl.setsockopt(zmq.LINGER, 0)
+            secure_server(self._octl, self.publish_curve)
             self._octl.bind(self.publish_control)
             self.publish = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
             self.publish_control = self._octl.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import zmq
 
+from beatwise.keys import CurveKeys, secure_client
 from beatwise.protocol import HELLO, decode_json, encode_json, exact_topic
 
 __all__ = ["Subscriber"]
@@ -27,6 +28,8 @@ class Subscriber:
             (a late joiner; the first messages may be missed).
         prefixes: Topic prefixes to take, e.g. ``("alert.",)``. Default: everything (and
             then the subscriber takes part in the credit).
+        curve: CURVE keys: connect only to the server ``curve.server_key`` (the consumer's
+            public key), encrypted (:mod:`beatwise.keys`). Default None (no CURVE).
         context: ZeroMQ context. Default: the process's shared instance.
     """
 
@@ -36,6 +39,7 @@ class Subscriber:
         control: str | None = None,
         *,
         prefixes: tuple[str, ...] = ("",),
+        curve: CurveKeys | None = None,
         context: zmq.Context | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -51,12 +55,14 @@ class Subscriber:
             self._sub.setsockopt(zmq.SUBSCRIBE, p.encode())
         if not self.flow:
             self._sub.setsockopt(zmq.SUBSCRIBE, HELLO.encode())
+        secure_client(self._sub, curve)
         self._sub.connect(endpoint)
         self._dealer = None
         if control:
             self._dealer = ctx.socket(zmq.DEALER)
             self._dealer.setsockopt(zmq.IDENTITY, self.identity.encode())
             self._dealer.setsockopt(zmq.LINGER, 500)
+            secure_client(self._dealer, curve)
             self._dealer.connect(control)
         self._ready = False
         self.received = 0

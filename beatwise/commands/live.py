@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from beatwise.commands.keys import add_curve_args, curve_from_args
+
 DEFAULT_MODEL = "models/beatwise_interpatient.pt"
 DEMO_RECORDS = ("208", "203", "119")
 
@@ -37,6 +39,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         default=1,
         help="clients to wait for before streaming (default: %(default)s)",
     )
+    add_curve_args(p, server=True, client=False)
     p.set_defaults(func=_replay)
 
     p = top.add_parser(
@@ -53,6 +56,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "--report-dir", default=None, help="write the reports here at the end of the session"
     )
     p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
+    add_curve_args(p, server=True, client=True)
     p.set_defaults(func=_monitor)
 
     p = top.add_parser("alerts", help="print the alerts a monitor publishes (a model subscriber)")
@@ -72,6 +76,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--count", type=int, default=None, help="exit after this many alerts")
+    add_curve_args(p, server=False, client=True)
     p.set_defaults(func=_alerts)
 
     p = top.add_parser("report", help="doctor's and patient's reports from a session log")
@@ -224,6 +229,7 @@ def _replay(args: argparse.Namespace) -> int:
         chunk_samples=args.chunk_samples,
         loop=args.loop,
         wait_for=args.wait_for,
+        curve=curve_from_args(args, bound=(args.endpoint, args.control)),
     )
     print(
         f"replay: {len(beds)} bed(s) on {args.endpoint} (control {args.control}); "
@@ -261,6 +267,8 @@ def _monitor(args: argparse.Namespace) -> int:
     from stream import StreamConsumer
     from stream.monitor import JsonLines, Monitor
 
+    publish = None if args.publish == "none" else args.publish
+    keys = curve_from_args(args, bound=(publish, publish and args.publish_control))
     clf, name = load_classifier(args.model)
     log = open(args.log, "w", encoding="utf-8") if args.log else None  # noqa: SIM115
     rec = _Recorder(log)
@@ -275,12 +283,14 @@ def _monitor(args: argparse.Namespace) -> int:
         clf,
         connect=args.connect,
         control=args.control,
-        publish=None if args.publish == "none" else args.publish,
+        publish=publish,
         publish_control=args.publish_control,
         beds=args.beds,
         wait_subscribers=args.wait_subscribers,
         listeners=listeners,
         model_name=name,
+        curve=keys if keys and keys.server_key else None,
+        publish_curve=keys if keys and keys.allowed else None,
     )
     try:
         if mon is None:
@@ -339,7 +349,8 @@ def _alerts(args: argparse.Namespace) -> int:
     control = None if args.control == "none" else args.control
     console = Console(highlight=False)
     n = 0
-    with Subscriber(args.connect, control, prefixes=prefixes) as sub:
+    curve = curve_from_args(args)
+    with Subscriber(args.connect, control, prefixes=prefixes, curve=curve) as sub:
         for msg in sub:
             if msg.get("type") != "alert" or (args.bed and msg["bed"] not in args.bed):
                 continue  # prefixes match more (alert.20 matches alert.208)
