@@ -22,6 +22,7 @@ Control (DEALER client -> ROUTER server), JSON:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,14 +47,47 @@ SAMPLES, BEAT, ALERT, STATUS, HELLO = "ecg", "beat", "alert", "status", "ctl"
 
 
 class ProtocolError(ValueError):
-    """A frame that does not follow the protocol (wrong part count, version, dtype, size)."""
+    """A frame that does not follow the protocol (wrong part count, version, dtype, size).
+
+    Attributes:
+        reason: Short code of the refusal, counted per code by receivers (see
+            :data:`REASONS`).
+    """
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: Refusal codes a receiver counts (``ProtocolError.reason``).
+REASONS = (
+    "frames",  # wrong number of frames
+    "json",  # header not JSON, or not an object
+    "version",  # another protocol version
+    "header",  # a field missing or of the wrong type / range
+    "bed",  # malformed bed name, or topic and header disagree
+    "fs",  # sampling rate other than the protocol's
+    "size",  # payload length does not match the header, or beyond the per-message cap
+    "non_finite",  # NaN or Inf samples
+    "seq",  # sequence number going backwards or repeating
+    "unknown_bed",  # a bed the source did not announce
+    "too_many_beds",  # beyond the receiver's bed cap
+    "topic",  # a topic this receiver does not take
+)
+
+#: Sampling rate of every samples message, Hz.
+FS = 360
+#: Most samples in one message (60 s at 360 Hz); receivers also cap the raw message size.
+MAX_SAMPLES = 60 * FS
+#: Bed names: letters, digits, ``_`` and ``-``, 1 to 64 characters.
+BED_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def topic(kind: str, bed: str | None = None) -> bytes:
     """Topic frame: ``b"<kind>.<bed>"``, or ``b"<kind>"`` without a bed."""
-    if bed is not None and ("." in bed or not bed or not bed.isprintable() or " " in bed):
+    if bed is not None and not BED_NAME.fullmatch(bed):
         raise ProtocolError(
-            f"bed name {bed!r}: expected a non-empty printable name without '.' or spaces."
+            f"bed name {bed!r}: expected 1-64 letters, digits, '_' or '-'.", "bed"
         )
     return (kind if bed is None else f"{kind}.{bed}").encode()
 
@@ -79,12 +113,16 @@ def decode_json(frame: bytes) -> dict:
     try:
         obj = json.loads(frame)
     except ValueError as exc:
-        raise ProtocolError(f"JSON frame {frame[:60]!r}...: not valid JSON ({exc}).") from exc
+        raise ProtocolError(
+            f"JSON frame {frame[:60]!r}...: not valid JSON ({exc}).", "json"
+        ) from exc
     if not isinstance(obj, dict):
-        raise ProtocolError(f"JSON frame: expected an object, got {type(obj).__name__}.")
+        raise ProtocolError(f"JSON frame: expected an object, got {type(obj).__name__}.", "json")
     v = obj.get("v", PROTOCOL_VERSION)
     if v != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {v!r}; this build speaks {PROTOCOL_VERSION}.")
+        raise ProtocolError(
+            f"protocol version {v!r}; this build speaks {PROTOCOL_VERSION}.", "version"
+        )
     return obj
 
 
@@ -96,19 +134,71 @@ def encode_samples(header: dict, samples: np.ndarray) -> tuple[bytes, bytes]:
 
 
 def decode_samples(frames: list[bytes]) -> tuple[dict, np.ndarray]:
-    """``[topic, header, payload]`` -> ``(header, float32 samples)``; checks count and size."""
+    """``[topic, header, payload]`` -> ``(header, float32 samples)``, every field checked.
+
+    A samples header needs ``bed`` (equal to the topic's), ``seq``, ``first_sample``,
+    ``fs`` = 360, ``n`` = the payload's sample count (1 to :data:`MAX_SAMPLES`); an end
+    header needs ``bed``, ``seq``, ``total_samples`` and an empty payload. Samples must be
+    finite. ``stream`` (the sender's run id), when present, is a string.
+
+    Raises:
+        ProtocolError: with ``reason`` one of :data:`REASONS`.
+    """
     if len(frames) != 3:
-        raise ProtocolError(f"samples message: expected 3 frames, got {len(frames)}.")
-    header = decode_json(frames[1])
-    payload = frames[2]
-    if len(payload) % 4:
-        raise ProtocolError(f"samples payload of {len(payload)} bytes: not a float32 array.")
-    x = np.frombuffer(payload, dtype="<f4")
-    if header.get("type", "samples") == "samples" and x.size != header.get("n"):
+        raise ProtocolError(f"samples message: expected 3 frames, got {len(frames)}.", "frames")
+    kind, bed = exact_topic(frames[0])
+    if kind != SAMPLES or bed is None or not BED_NAME.fullmatch(bed):
         raise ProtocolError(
-            f"samples payload holds {x.size} samples; header says n={header.get('n')!r}."
+            f"topic {frames[0][:70]!r}: expected 'ecg.<bed>', bed of 1-64 letters, digits, "
+            "'_' or '-'.",
+            "bed",
+        )
+    header = decode_json(frames[1])
+    if header.get("bed") != bed:
+        raise ProtocolError(
+            f"header bed {header.get('bed')!r} on topic {frames[0][:70]!r}: expected {bed!r}.",
+            "bed",
+        )
+    kind = header.get("type", "samples")
+    _check_int(header, "seq")
+    if not isinstance(header.get("stream", ""), str):
+        raise ProtocolError(f"header stream {header.get('stream')!r}: expected a string.", "header")
+    payload = frames[2]
+    if kind == "end":
+        _check_int(header, "total_samples")
+        if payload:
+            raise ProtocolError(
+                f"end message of bed {bed}: expected an empty payload, got {len(payload)} bytes.",
+                "size",
+            )
+        return header, np.zeros(0, np.float32)
+    if kind != "samples":
+        raise ProtocolError(f"message type {kind!r}: expected 'samples' or 'end'.", "header")
+    _check_int(header, "first_sample")
+    fs = header.get("fs")
+    if fs != FS:
+        raise ProtocolError(f"fs {fs!r} Hz on bed {bed}: this protocol carries {FS} Hz.", "fs")
+    n = header.get("n")
+    if len(payload) % 4 or not 1 <= len(payload) // 4 <= MAX_SAMPLES or n != len(payload) // 4:
+        raise ProtocolError(
+            f"samples payload of {len(payload)} bytes with n={n!r} on bed {bed}: expected "
+            f"4 * n bytes (float32), 1 <= n <= {MAX_SAMPLES}.",
+            "size",
+        )
+    x = np.frombuffer(payload, dtype="<f4")
+    if not np.isfinite(x).all():
+        raise ProtocolError(
+            f"bed {bed} seq {header['seq']}: {int((~np.isfinite(x)).sum())} NaN/Inf samples; "
+            "expected finite mV.",
+            "non_finite",
         )
     return header, x
+
+
+def _check_int(header: dict, key: str) -> None:
+    v = header.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 53:
+        raise ProtocolError(f"header {key} {v!r}: expected an integer >= 0.", "header")
 
 
 @dataclass
@@ -116,18 +206,21 @@ class CreditLedger:
     """Server-side bookkeeping of the handshake and of credit-based flow control.
 
     A client says ``ready`` once it has received a hello (its subscription works), then
-    acknowledges the data messages it has processed. The server may send at most
-    ``window`` messages beyond the slowest ready client's acknowledgement, so with high-water
-    marks above ``window`` a PUB socket never drops a message for a ready client.
+    acknowledges the data messages it has processed. A client that takes only some topics
+    names their prefixes in its ``ready`` (``"topics"``), and only messages on those topics
+    count against it. The server may send at most ``window`` messages beyond the slowest
+    ready client's acknowledgement, so with high-water marks above ``window`` a PUB socket
+    never drops a message for a ready client.
 
     Args:
         window: Most unacknowledged data messages per client. Default 4096.
-        stale_s: A client silent this long (seconds) while the server waits on it is dropped,
-            so a crashed client cannot stall the stream. Default 10.0.
+        stale_s: A client silent this long (seconds) is dropped from the credit, so a crashed
+            or stalled client cannot stall the stream; live clients ack at least once a
+            second (a heartbeat). Default 3.0.
     """
 
     window: int = 4096
-    stale_s: float = 10.0
+    stale_s: float = 3.0
     sent: int = 0
     clients: dict[bytes, dict] = field(default_factory=dict)
     passive: set[bytes] = field(default_factory=set)
@@ -136,18 +229,31 @@ class CreditLedger:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"credit window {self.window!r}: expected >= 1 message.")
+        if not self.stale_s > 0:
+            raise ValueError(f"stale_s {self.stale_s!r}: expected > 0 s.")
 
     def on_control(self, identity: bytes, frame: bytes, now: float) -> None:
         """Apply one control message from client ``identity`` at time ``now`` (seconds)."""
         msg = decode_json(frame)
         kind = msg.get("type")
         if kind == "ready" and not msg.get("flow", True):
-            # A client that takes a subset of topics cannot ack every message: it joins the
-            # handshake but not the credit (its loss shows in the per-topic sequence numbers).
+            # A client that does not ack joins the handshake but not the credit (its loss
+            # shows in the per-topic sequence numbers).
             self.passive.add(identity)
         elif kind == "ready":
-            # Credit counts from the first message sent after the client became ready.
-            self.clients.setdefault(identity, {"base": self.sent, "acked": 0, "seen": now})
+            topics = msg.get("topics")
+            if topics is not None and (
+                not isinstance(topics, list) or not all(isinstance(t, str) for t in topics)
+            ):
+                raise ProtocolError(f"ready topics {topics!r}: expected a list of strings.")
+            # Credit counts from the first message sent after the client became ready; a
+            # client that comes back under the same identity (restarted) starts afresh.
+            self.clients[identity] = {
+                "topics": None if topics is None else tuple(t.encode() for t in topics),
+                "sent": 0,
+                "acked": 0,
+                "seen": now,
+            }
         elif kind == "ack" and identity in self.clients:
             c = self.clients[identity]
             c["acked"] = max(c["acked"], int(msg.get("received", 0)))
@@ -158,6 +264,14 @@ class CreditLedger:
         elif kind not in ("ready", "ack", "bye"):
             raise ProtocolError(f"control message type {kind!r}: expected ready, ack or bye.")
 
+    def on_send(self, topic_frame: bytes) -> None:
+        """Count one data message sent on ``topic_frame`` against the clients that take it."""
+        self.sent += 1
+        for c in self.clients.values():
+            t = c["topics"]
+            if t is None or topic_frame.startswith(t):
+                c["sent"] += 1
+
     @property
     def n_ready(self) -> int:
         """Clients that completed the handshake (credit-taking and passive)."""
@@ -165,19 +279,14 @@ class CreditLedger:
 
     def credit(self, now: float) -> int:
         """Messages that may be sent now (a large number when no client is registered)."""
-        if not self.clients:
-            return 1 << 30
         for ident, c in list(self.clients.items()):
-            if now - c["seen"] > self.stale_s and self._outstanding(c) >= self.window:
+            if now - c["seen"] > self.stale_s:
                 self.clients.pop(ident)
                 self.dropped.append(ident)
         if not self.clients:
             return 1 << 30
-        return min(self.window - self._outstanding(c) for c in self.clients.values())
-
-    def _outstanding(self, c: dict) -> int:
-        return self.sent - c["base"] - c["acked"]
+        return min(self.window - (c["sent"] - c["acked"]) for c in self.clients.values())
 
     def all_acked(self) -> bool:
-        """Every ready client has acknowledged every message sent."""
-        return all(self._outstanding(c) <= 0 for c in self.clients.values())
+        """Every ready client has acknowledged every message sent to it."""
+        return all(c["sent"] <= c["acked"] for c in self.clients.values())

@@ -16,6 +16,7 @@ bed, :func:`write_reports` writes into ``out/<bed>/``:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from beatwise.classes import CLASSES
 from beatwise.rhythm import NAMES, SEVERITY
 
 __all__ = ["bed_summary", "patient_summary", "read_log", "write_annotations", "write_reports"]
+
+log = logging.getLogger(__name__)
 
 FS = 360
 #: Normal-to-normal beats for HRV: conducted sinus beats, bundle-branch blocks included.
@@ -42,21 +45,28 @@ _MEANING = {
 def read_log(path: str | Path) -> list[dict]:
     """A session log (JSON lines) -> its messages.
 
+    The log of a crashed session is read too: its last line, when cut short by the crash
+    (no newline, not JSON), is skipped with a warning; open episodes simply have no end.
+
     Raises:
-        ValueError: a line that is not a JSON object (names the file and line number).
+        ValueError: any other line that is not a JSON object (names the file and line).
     """
     out = []
     with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
+        lines = f.readlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError as exc:
+            if i == len(lines) and not line.endswith("\n"):
+                log.warning("session log %s: last line cut short (a crash?): skipped", path)
                 continue
-            try:
-                msg = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"session log {path}, line {i}: not JSON ({exc}).") from exc
-            if not isinstance(msg, dict):
-                raise ValueError(f"session log {path}, line {i}: expected a JSON object.")
-            out.append(msg)
+            raise ValueError(f"session log {path}, line {i}: not JSON ({exc}).") from exc
+        if not isinstance(msg, dict):
+            raise ValueError(f"session log {path}, line {i}: expected a JSON object.")
+        out.append(msg)
     return out
 
 

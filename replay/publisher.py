@@ -9,9 +9,11 @@ slowest one: no sample is lost at any speed, ``max`` included.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +25,7 @@ from beatwise.protocol import (
     HELLO,
     SAMPLES,
     CreditLedger,
+    ProtocolError,
     encode_json,
     encode_samples,
     topic,
@@ -42,6 +45,8 @@ __all__ = [
 #: Default endpoints: loopback only (nothing leaves the machine unless asked).
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5556"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +145,7 @@ class ReplayStats:
     wall_s: float = 0.0
     handshake_s: float = 0.0
     clients_dropped: int = 0
+    bad_control: int = 0
 
 
 class ReplayPublisher:
@@ -164,6 +170,9 @@ class ReplayPublisher:
         window: Credit window, messages (see :class:`CreditLedger`). Default 4096.
         handshake_timeout_s: Give up waiting for clients after this long (s). Default None
             (wait until stopped).
+        client_timeout_s: A credit-taking client silent this long (s) -- crashed, killed,
+            stalled -- is dropped from the credit, so the stream goes on without it (it
+            rejoins by saying ready again). Default 3.
         curve: CURVE keys: both sockets encrypt and accept only ``curve.allowed`` clients
             (:mod:`beatwise.keys`). Default None (no CURVE; fine on loopback).
         context: ZeroMQ context. Default: the process's shared instance.
@@ -183,6 +192,7 @@ class ReplayPublisher:
         wait_for: int = 1,
         window: int = 4096,
         handshake_timeout_s: float | None = None,
+        client_timeout_s: float = 3.0,
         curve: CurveKeys | None = None,
         context: zmq.Context | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -205,11 +215,15 @@ class ReplayPublisher:
         self.wait_for = wait_for
         self.window = window
         self.handshake_timeout_s = handshake_timeout_s
+        self.client_timeout_s = client_timeout_s
         self.curve = curve
         self.context = context or zmq.Context.instance()
         self.clock = clock
         self.wall = wall
         self.stats = ReplayStats()
+        #: This run's id, sent as ``stream`` in every header: a receiver tells a restarted
+        #: source from a repeated sequence number by it.
+        self.stream_id = uuid.uuid4().hex[:12]
         self.ready = threading.Event()  # set once bound (tests connect after this)
 
     # -- sockets -------------------------------------------------------------------------
@@ -227,7 +241,7 @@ class ReplayPublisher:
         self._ctl.bind(self.control)
         self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control = self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.ledger = CreditLedger(window=self.window)
+        self.ledger = CreditLedger(window=self.window, stale_s=self.client_timeout_s)
         self.ready.set()
 
     def _close(self) -> None:
@@ -243,8 +257,13 @@ class ReplayPublisher:
             except zmq.Again:
                 return
             except ValueError:
-                continue  # a malformed control message is ignored
-            self.ledger.on_control(ident, frame, self.clock())
+                self.stats.bad_control += 1
+                continue
+            try:
+                self.ledger.on_control(ident, frame, self.clock())
+            except ProtocolError as exc:  # a malformed control message: counted, ignored
+                self.stats.bad_control += 1
+                log.warning("replay: control message from %r refused: %s", ident[:32], exc)
 
     def _hello(self) -> None:
         body = {
@@ -302,7 +321,7 @@ class ReplayPublisher:
                 break
             self._drain_control(100)
         self._pub.send_multipart(parts, copy=len(parts[-1]) > 4096)
-        self.ledger.sent += 1
+        self.ledger.on_send(parts[0])
         self.stats.messages += 1
 
     def _stream(self, stop: threading.Event, max_duration_s: float | None) -> None:
@@ -346,6 +365,7 @@ class ReplayPublisher:
                             "first_sample": p,
                             "record_offset": b.offset,
                             "seq": seq[b.bed],
+                            "stream": self.stream_id,
                             "speed": speed,
                             "sent_at": sent_at,
                         },
@@ -361,6 +381,7 @@ class ReplayPublisher:
                         "bed": b.bed,
                         "record": b.record,
                         "seq": seq[b.bed],
+                        "stream": self.stream_id,
                         "total_samples": p,
                         "sent_at": sent_at,
                     }

@@ -13,6 +13,7 @@ back-pressure instead of loss, end to end.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from beatwise.protocol import (
     ALERT,
     BEAT,
     HELLO,
+    MAX_SAMPLES,
     SAMPLES,
     STATUS,
     CreditLedger,
@@ -42,6 +44,7 @@ from beatwise.protocol import (
     topic,
 )
 from beatwise.rhythm import NAMES, SEVERITY, Alert
+from stream.session_log import SessionLog
 
 __all__ = [
     "DEFAULT_OUT",
@@ -66,55 +69,122 @@ _RING = 256 * FS
 # Strips per bed and kind: every critical event, the first few of the others.
 _MAX_STRIPS = {"vtach": 200, "asystole": 200}
 _MAX_STRIPS_OTHER = 5
+#: Latency samples kept in :class:`ConsumerStats` (the most recent).
+KEEP = 200_000
+#: Clock-declared episodes that a data gap can fake: muted when their silence overlaps a gap.
+_GAP_KINDS = frozenset({"asystole", "pause"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ConsumerStats:
     """Counters and latency samples of a consumer run.
 
+    Every message taken off the socket is counted once: ``received`` = ``control`` +
+    ``messages`` + ``ends`` + ``ignored`` + the sum of ``refused``.
+
     Attributes:
-        messages: Sample messages received.
+        received: Messages taken off the source socket.
+        control: Hellos of the source.
+        messages: Sample messages accepted.
+        ends: End-of-stream messages accepted.
+        ignored: Messages of beds that are not this consumer's (prefix subscriptions).
+        refused: Refused messages per reason (:data:`beatwise.protocol.REASONS`).
+        suppressed: Alerts not raised because their condition lay in a data gap (asystole,
+            pause over samples that never came), per kind.
+        disconnects: Times the source connection dropped and was made again (a source
+            restart, or a frame beyond the size cap cut by ZeroMQ).
         samples: Samples received per bed.
         lost_samples: Samples missing per bed (sequence gaps; filled flat).
         gaps: Sequence gaps per bed.
         beats: Beats published.
         alerts: Alerts published.
-        compute_s: Per beat: receipt of the message that completed it -> published (s).
-        label_latency_s: Per beat, paced streams only: R peak acquired -> label published (s).
+        compute_s: Per beat: receipt of the message that completed it -> published (s); the
+            most recent :data:`KEEP` only, so a long run holds bounded memory.
+        label_latency_s: Per beat, paced streams only: R peak acquired -> label published
+            (s); the most recent :data:`KEEP`.
         alarm_delay_s: Per alert completed by a beat, paced streams only: that beat's R peak
-            acquired -> alert published, as ``(kind, state, seconds)``.
+            acquired -> alert published, as ``(kind, state, seconds)``; the most recent
+            :data:`KEEP`.
         cpu_s: Process CPU time spent in :meth:`StreamConsumer.run` (s).
         first_data_at: Clock time of the first source message (s); ``last_data_at``: of
             the last one.
         wall_s: Wall time of the run (s).
     """
 
+    received: int = 0
+    control: int = 0
     messages: int = 0
+    ends: int = 0
+    ignored: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    suppressed: dict[str, int] = field(default_factory=dict)
+    disconnects: int = 0
     samples: dict[str, int] = field(default_factory=dict)
     lost_samples: dict[str, int] = field(default_factory=dict)
     gaps: dict[str, int] = field(default_factory=dict)
     beats: int = 0
     alerts: int = 0
-    compute_s: list[float] = field(default_factory=list)
-    label_latency_s: list[float] = field(default_factory=list)
-    alarm_delay_s: list[tuple[str, str, float]] = field(default_factory=list)
+    compute_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
+    label_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
+    alarm_delay_s: deque[tuple[str, str, float]] = field(default_factory=lambda: deque(maxlen=KEEP))
     cpu_s: float = 0.0
     wall_s: float = 0.0
     first_data_at: float | None = None
     last_data_at: float | None = None
 
+    def summary(self) -> dict:
+        """JSON-safe totals (latencies as percentiles, ms / s)."""
+
+        def pct(x, q, scale=1.0):
+            return None if not len(x) else round(float(np.percentile(x, q)) * scale, 3)
+
+        comp = np.asarray(self.compute_s)
+        lab = np.asarray(self.label_latency_s)
+        return {
+            "received": self.received,
+            "control": self.control,
+            "messages": self.messages,
+            "ends": self.ends,
+            "ignored": self.ignored,
+            "refused": dict(self.refused),
+            "suppressed": dict(self.suppressed),
+            "disconnects": self.disconnects,
+            "samples": int(sum(self.samples.values())),
+            "samples_per_bed": dict(self.samples),
+            "lost_samples": int(sum(self.lost_samples.values())),
+            "gaps": int(sum(self.gaps.values())),
+            "beats": self.beats,
+            "alerts": self.alerts,
+            "compute_ms": {"p50": pct(comp, 50, 1e3), "p99": pct(comp, 99, 1e3)},
+            "label_latency_s": {"p50": pct(lab, 50), "p95": pct(lab, 95)},
+            "cpu_s": round(self.cpu_s, 2),
+            "wall_s": round(self.wall_s, 2),
+        }
+
 
 class _Bed:
-    """Per-bed state of the consumer."""
+    """Per-bed state of the consumer.
+
+    Three sample clocks meet here: ours (``n``: samples pushed into the bed's pipeline,
+    gap fills included), the source's stream index (``first_sample`` in headers: ours +
+    ``stream_off``, which changes when the source restarts), and the record's (ours +
+    ``record_off``). Published ``sample`` fields are ours + ``base``: continuous for the
+    whole session of the bed, whatever the source did.
+    """
 
     def __init__(self, name: str, header: dict) -> None:
         self.name = name
         self.record = header.get("record")
-        self.base = int(header.get("first_sample", 0))  # stream sample of our sample 0
-        self.record_offset = int(header.get("record_offset", 0))
+        first = int(header.get("first_sample", 0))
+        self.base = first
+        self.stream_off = first
+        self.record_off = first + int(header.get("record_offset", 0))
+        self.stream = header.get("stream", "")
         self.side = Bedside(fs=FS)
-        self.next_seq = int(header.get("seq", 0))
-        self.next_sample = self.base
+        self.next_seq = int(header["seq"])
+        self.n = 0
         self.chunks: list[np.ndarray] = []
         self.last_rx = 0.0
         self.ended = False
@@ -124,7 +194,9 @@ class _Bed:
         self.ring_end = 0  # our sample index one past the ring's last sample
         self.sent: deque[tuple[int, int, float, float]] = deque(
             maxlen=512
-        )  # first, n, sent_at, speed
+        )  # our first sample, n, sent_at, speed
+        self.filled: deque[tuple[int, int]] = deque(maxlen=64)  # our [a, b) filled flat
+        self.muted: set[str] = set()  # episodes whose onset fell in a gap: mute their end
         self.strips: list[tuple[int, str, int]] = []  # (start, kind, event sample) awaiting
         self.n_strips: dict[str, int] = {}  # per kind
         self.seq = {BEAT: 0, ALERT: 0}
@@ -143,15 +215,28 @@ class _Bed:
         """Samples ``a..b-1`` (must lie within the last ``_RING``)."""
         return self.ring[np.arange(a, b) % _RING]
 
+    def fill(self, missing: int) -> None:
+        """Bridge ``missing`` samples that never came: flat at the last value, so the sample
+        clock -- and every later R-peak index -- stays true."""
+        if missing <= 0:
+            return
+        last = self.chunks[-1][-1] if self.chunks else self.ring[(self.ring_end - 1) % _RING]
+        self.chunks.append(np.full(missing, last, np.float32))
+        self.filled.append((self.n, self.n + missing))
+        self.n += missing
+
+    def in_gap(self, a: int, b: int) -> bool:
+        """Whether our samples ``[a, b]`` overlap a stretch filled for missing data."""
+        return any(fa <= b and a < fb for fa, fb in self.filled)
+
     def acquired_at(self, sample: int) -> float | None:
         """Wall time at which our sample ``sample`` was acquired (paced streams), s."""
-        g = sample + self.base
         # R peaks are recent: scan back from the newest chunk (a few steps)
         for first, n, sent_at, speed in reversed(self.sent):
-            if first <= g:
-                if not speed or g >= first + n:
+            if first <= sample:
+                if not speed or sample >= first + n:
                     return None
-                return sent_at - (first + n - 1 - g) / (FS * speed)
+                return sent_at - (first + n - 1 - sample) / (FS * speed)
         return None
 
 
@@ -162,10 +247,15 @@ class StreamConsumer:
         classifier: Anything with ``predict(beats) -> (n, 6)`` probabilities.
         connect: The source's PUB endpoint. Default ``tcp://127.0.0.1:5555``.
         control: The source's control endpoint. Default ``tcp://127.0.0.1:5556``.
-        publish: Endpoint to bind for beats and alerts; None: publish nothing (the monitor
-            still sees everything through ``listeners``). Default ``tcp://127.0.0.1:5557``.
+        publish: Endpoint to bind for beats and alerts; ``">endpoint"`` connects to it
+            instead (the XSUB side of a proxy, :mod:`stream.proxy`); None: publish nothing
+            (the monitor still sees everything through ``listeners``). Default
+            ``tcp://127.0.0.1:5557``.
         publish_control: Control endpoint of ``publish``. Default ``tcp://127.0.0.1:5558``.
-        beds: Only these beds (default: every bed of the source).
+        beds: Only these beds, by exact name (default: every bed of the source).
+        shards: Only beds whose names start with one of these prefixes: one consumer per
+            prefix shares a ward between processes (default: every bed). With ``beds``,
+            a bed matching either is taken.
         wait_subscribers: Subscribers of ``publish`` that must be ready before we tell the
             source we are. Default 0.
         listeners: Callables given every published message as a dict (and, in-process only,
@@ -176,6 +266,13 @@ class StreamConsumer:
             Default 2.0.
         status_every_s: Publish a status message this often (s). Default 1.0.
         model_name: Shown in the status messages. Default "".
+        session_log: Where every beat, alert and strip is appended (and flushed) *before* it
+            is published (:class:`stream.session_log.SessionLog`). Default None.
+        max_beds: Most beds served; messages of further beds are refused. Default 1024.
+        max_fill_s: Longest data gap (s) bridged on a bed's sample clock; after a longer one
+            (or a source that restarts elsewhere) the bed starts a new session. Default 30.
+        subscriber_timeout_s: A credit-taking subscriber silent this long (s) is dropped
+            from the credit, so it cannot stall the consumer. Default 3.
         curve: CURVE keys towards the source: connect only to the server ``curve.server_key``,
             encrypted (:mod:`beatwise.keys`). Default None (no CURVE).
         publish_curve: CURVE keys of ``publish`` and ``publish_control``: encrypted, only
@@ -201,6 +298,11 @@ class StreamConsumer:
         signal_loss_s: float = 2.0,
         status_every_s: float = 1.0,
         model_name: str = "",
+        shards: Sequence[str] | None = None,
+        session_log: SessionLog | None = None,
+        max_beds: int = 1024,
+        max_fill_s: float = 30.0,
+        subscriber_timeout_s: float = 3.0,
         curve: CurveKeys | None = None,
         publish_curve: CurveKeys | None = None,
         context: zmq.Context | None = None,
@@ -212,12 +314,30 @@ class StreamConsumer:
                 f"signal_loss_s={signal_loss_s!r}, max_batch={max_batch!r}, "
                 f"wait_subscribers={wait_subscribers!r}: expected > 0 s, >= 1, >= 0."
             )
+        if max_beds < 1 or not 0 <= max_fill_s <= 3600 or not subscriber_timeout_s > 0:
+            raise ValueError(
+                f"max_beds={max_beds!r}, max_fill_s={max_fill_s!r}, subscriber_timeout_s="
+                f"{subscriber_timeout_s!r}: expected >= 1, 0-3600 s, > 0 s."
+            )
+        if publish and publish.startswith(">") and (publish_curve or wait_subscribers):
+            raise ValueError(
+                f"publish={publish!r} (into a proxy) with publish_curve or wait_subscribers: "
+                "expected neither (secure the proxy's subscriber side; proxy subscribers take "
+                "no handshake)."
+            )
+        for b in [*(beds or ()), *(shards or ())]:
+            topic(SAMPLES, b)  # checks the name (a shard prefix is a bed-name prefix)
         self.classifier = classifier
         self.connect = connect
         self.control = control
         self.publish = publish
         self.publish_control = publish_control
         self.only = None if beds is None else set(beds)
+        self.shards = None if shards is None else tuple(shards)
+        self.session_log = session_log
+        self.max_beds = max_beds
+        self.max_fill = int(round(max_fill_s * FS))
+        self.subscriber_timeout_s = subscriber_timeout_s
         self.wait_subscribers = wait_subscribers
         self.listeners = list(listeners)
         self.window = window
@@ -236,6 +356,7 @@ class StreamConsumer:
         self.bound = threading.Event()  # set once the output sockets are bound
         self._recent_compute: deque[float] = deque(maxlen=2000)
         self._recent_beats: deque[float] = deque(maxlen=4000)
+        self._recent_labels: deque[float] = deque(maxlen=2000)
 
     # -- sockets -------------------------------------------------------------------------
 
@@ -244,10 +365,20 @@ class StreamConsumer:
         self._sub = ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, 4 * self.window + 1024)
         self._sub.setsockopt(zmq.LINGER, 0)
-        for b in sorted(self.only) if self.only else [""]:
-            self._sub.setsockopt(zmq.SUBSCRIBE, topic(SAMPLES, b) if b else f"{SAMPLES}.".encode())
+        # a peer that sends a frame beyond this is disconnected by ZeroMQ (and reconnects):
+        # the sequence numbers then show what was lost
+        self._sub.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_SAMPLES + 4096)
+        if self.only is None and self.shards is None:
+            self._sub.setsockopt(zmq.SUBSCRIBE, f"{SAMPLES}.".encode())
+        for b in sorted(self.only or ()):
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic(SAMPLES, b))
+        for p in sorted(self.shards or ()):
+            self._sub.setsockopt(zmq.SUBSCRIBE, f"{SAMPLES}.{p}".encode())
         self._sub.setsockopt(zmq.SUBSCRIBE, topic(HELLO))
         secure_client(self._sub, self.curve)
+        # ZeroMQ does not reconnect after it cut a peer for a frame beyond MAXMSGSIZE (a
+        # protocol error): we watch for disconnects and reconnect ourselves
+        self._sub_events = self._sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._sub.connect(self.connect)
         self._dealer = ctx.socket(zmq.DEALER)
         self._dealer.setsockopt(zmq.IDENTITY, self.identity)
@@ -259,15 +390,20 @@ class StreamConsumer:
             self._pub = ctx.socket(zmq.PUB)
             self._pub.setsockopt(zmq.SNDHWM, 4 * self.window + 1024)
             self._pub.setsockopt(zmq.LINGER, 2000)
-            secure_server(self._pub, self.publish_curve)
-            self._pub.bind(self.publish)
-            self._octl = ctx.socket(zmq.ROUTER)
-            self._octl.setsockopt(zmq.LINGER, 0)
-            secure_server(self._octl, self.publish_curve)
-            self._octl.bind(self.publish_control)
-            self.publish = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
-            self.publish_control = self._octl.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.ledger = CreditLedger(window=self.window)
+            if self.publish.startswith(">"):
+                # into a proxy (one stream for a sharded ward): its subscribers cannot reach
+                # our control socket, so they take no credit and never slow us down
+                self._pub.connect(self.publish[1:])
+            else:
+                secure_server(self._pub, self.publish_curve)
+                self._pub.bind(self.publish)
+                self._octl = ctx.socket(zmq.ROUTER)
+                self._octl.setsockopt(zmq.LINGER, 0)
+                secure_server(self._octl, self.publish_curve)
+                self._octl.bind(self.publish_control)
+                self.publish = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
+                self.publish_control = self._octl.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.ledger = CreditLedger(window=self.window, stale_s=self.subscriber_timeout_s)
         self.bound.set()
 
     def _close(self) -> None:
@@ -277,7 +413,8 @@ class StreamConsumer:
             )
         except zmq.ZMQError:
             pass
-        for s in (self._sub, self._dealer, self._pub, self._octl):
+        self._sub.disable_monitor()
+        for s in (self._sub_events, self._sub, self._dealer, self._pub, self._octl):
             if s is not None:
                 s.close()
 
@@ -293,21 +430,27 @@ class StreamConsumer:
                 continue
             try:
                 self.ledger.on_control(ident, frame, self.clock())
-            except ProtocolError:
-                continue
+            except ProtocolError as exc:
+                log.warning("control message from a subscriber refused: %s", exc)
 
     def _emit(self, kind: str, bed: str | None, body: dict) -> None:
-        """Publish one message (waiting for credit if a subscriber takes it) and tell the
-        listeners."""
+        """Log one message, publish it (waiting for credit if a subscriber takes it), tell
+        the listeners."""
+        if self.session_log is not None and kind != STATUS:
+            self.session_log.write(body)
         if self._pub is not None:
             while self.ledger.credit(self.clock()) <= 0:
                 self._drain_out_control(50)
-            self._pub.send_multipart([topic(kind, bed), encode_json(body)])
-            self.ledger.sent += 1
+            frame = topic(kind, bed)
+            self._pub.send_multipart([frame, encode_json(body)])
+            self.ledger.on_send(frame)
         for fn in self.listeners:
             fn(body)
 
     def _tell(self, body: dict) -> None:
+        """Log and hand on a message that is not published (session, bed, end, strip)."""
+        if self.session_log is not None:
+            self.session_log.write(body)
         for fn in self.listeners:
             fn(body)
 
@@ -360,11 +503,10 @@ class StreamConsumer:
     def _loop(self, stop, max_duration_s, until_end, t0) -> None:
         poller = zmq.Poller()
         poller.register(self._sub, zmq.POLLIN)
-        ready_sent = False
+        self._ready_sent = False
         self._expected: set[str] = set()
-        received = 0
-        acked = 0
-        self._last_status = self.clock()
+        self._received = self._acked = 0
+        self._acked_at = self._last_status = self.clock()
         while not stop.is_set():
             if max_duration_s is not None and self.clock() - t0 >= max_duration_s:
                 break
@@ -376,7 +518,10 @@ class StreamConsumer:
             ):
                 break
             self._drain_out_control(0)
+            if self._sub_events.poll(0):
+                self._reconnect()
             if not poller.poll(50):
+                self._ack()
                 self._check_loss()
                 self._status()
                 continue
@@ -387,120 +532,221 @@ class StreamConsumer:
                     frames = self._sub.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
+                self.stats.received += 1
                 kind, bed = exact_topic(frames[0])
                 if kind == HELLO:
-                    try:  # the source's bed list: wait for all of them to end
-                        beds = decode_json(frames[1]).get("beds") or []
-                    except ProtocolError:
-                        beds = []
-                    self._expected |= {b for b in beds if not self.only or b in self.only}
-                    if not ready_sent:
-                        self._send_ready()
-                        ready_sent = True
-                    continue
-                if kind != SAMPLES or bed is None or (self.only and bed not in self.only):
+                    self._hello(frames)
                     continue
                 n += 1
-                if not ready_sent:  # joined a running stream: data proves the subscription
+                if not self._ready_sent:  # joined a running stream: data proves the subscription
                     self._send_ready()
-                    ready_sent = True
+                if bed is not None and not self._takes(bed):
+                    self.stats.ignored += 1  # a prefix subscription matched a longer name
+                    continue
                 try:
                     header, x = decode_samples(frames)
-                except ProtocolError:
+                    self._take(bed, header, x)
+                except ProtocolError as exc:
+                    self._refuse(exc, frames)
                     continue
-                self._take(bed, header, x)
                 touched[bed] = self.clock()
-            received += n
+            self._received += n
             if touched:
                 self._process(touched)
-            if received - acked >= 64 or (received > acked and not self._sub.poll(0)):
-                self._dealer.send(
-                    encode_json(
-                        {
-                            "v": 1,
-                            "type": "ack",
-                            "client": self.identity.decode(),
-                            "received": received,
-                        }
-                    )
-                )
-                acked = received
+            self._ack()
             self._check_loss()
             self._status()
-        if received > acked:
-            self._dealer.send(
-                encode_json(
-                    {"v": 1, "type": "ack", "client": self.identity.decode(), "received": received}
-                )
-            )
+        self._ack(force=True)
 
-    def _send_ready(self) -> None:
-        self._dealer.send(
-            encode_json({"v": 1, "type": "ready", "client": self.identity.decode(), "flow": True})
+    def _reconnect(self) -> None:
+        """The source connection dropped (source gone, or a frame over the size cap): connect
+        afresh. What was lost meanwhile shows as sequence gaps."""
+        while self._sub_events.poll(0):
+            self._sub_events.recv_multipart()
+        self.stats.disconnects += 1
+        log.warning(
+            "source %s disconnected (%d so far): reconnecting", self.connect, self.stats.disconnects
+        )
+        self._sub.disconnect(self.connect)
+        self._sub.connect(self.connect)
+
+    def _takes(self, bed: str) -> bool:
+        """Whether ``bed`` is this consumer's (``beds`` exact, ``shards`` by prefix)."""
+        if self.only is None and self.shards is None:
+            return True
+        return bool(
+            (self.only and bed in self.only)
+            or (self.shards and any(bed.startswith(p) for p in self.shards))
         )
 
-    def _take(self, name: str, header: dict, x: np.ndarray) -> None:
-        """One message from the source: check its sequence number, queue its samples."""
-        bed = self.beds.get(name)
-        seq = int(header.get("seq", 0))
-        if bed is None or (seq == 0 and bed.ended):
-            bed = self.beds[name] = _Bed(name, header)
-            self.stats.gaps.setdefault(name, 0)
-            self.stats.lost_samples.setdefault(name, 0)
-            self.stats.samples.setdefault(name, 0)
-            self._tell(
-                {
-                    "type": "bed",
-                    "bed": name,
-                    "record": bed.record,
-                    "record_offset": bed.record_offset + bed.base,
-                    "fs": FS,
-                }
+    def _hello(self, frames: list[bytes]) -> None:
+        """A source's hello: learn its bed list; (re)join its handshake.
+
+        A hello after we joined means the source restarted: it has forgotten us, so we say
+        ready again and count credit from zero."""
+        try:
+            beds = decode_json(frames[1]).get("beds") or []
+        except (ProtocolError, IndexError) as exc:
+            self._refuse(
+                exc
+                if isinstance(exc, ProtocolError)
+                else ProtocolError("hello without a JSON frame.", "frames"),
+                frames,
             )
-        if bed.ended:
             return
+        self.stats.control += 1
+        if not isinstance(beds, list):
+            beds = []
+        self._expected = {b for b in beds if isinstance(b, str) and self._takes(b)}
+        self._send_ready()
+
+    def _ack(self, *, force: bool = False) -> None:
+        """Acknowledge what we processed: every 64 messages, when idle, and at least once a
+        second (a heartbeat: the source drops clients silent for ``stale_s``)."""
+        now = self.clock()
+        if not self._ready_sent:
+            return
+        if (
+            force
+            or self._received - self._acked >= 64
+            or (self._received > self._acked and not self._sub.poll(0))
+            or now - self._acked_at >= 1.0
+        ):
+            self._dealer.send(
+                encode_json(
+                    {
+                        "v": 1,
+                        "type": "ack",
+                        "client": self.identity.decode(),
+                        "received": self._received,
+                    }
+                )
+            )
+            self._acked, self._acked_at = self._received, now
+
+    def _send_ready(self) -> None:
+        body = {"v": 1, "type": "ready", "client": self.identity.decode(), "flow": True}
+        if self.only is not None or self.shards is not None:
+            # only our beds' messages count against our credit
+            body["topics"] = [topic(SAMPLES, b).decode() for b in sorted(self.only or ())] + [
+                f"{SAMPLES}.{p}" for p in sorted(self.shards or ())
+            ]
+        self._dealer.send(encode_json(body))
+        self._ready_sent = True
+        self._received = self._acked = 0
+
+    def _take(self, name: str, header: dict, x: np.ndarray) -> None:
+        """One checked message from the source: place it on the bed's sample clock.
+
+        Raises:
+            ProtocolError: the message is refused (``seq`` going backwards or repeating,
+                a sample index that contradicts the sequence, an unknown bed, too many
+                beds); nothing of it was taken.
+        """
+        bed = self.beds.get(name)
+        seq, stream = header["seq"], header.get("stream", "")
+        end = header.get("type") == "end"
+        pos = header["total_samples"] if end else header["first_sample"]  # source stream index
+        if bed is not None and stream != bed.stream and not bed.ended:
+            # The source restarted (a new run id): bridge the outage if the new run carries
+            # on later in the same record, else the bed starts a new session.
+            at = pos + int(header.get("record_offset", 0)) - bed.record_off  # on our clock
+            if header.get("record") == bed.record and 0 <= at - bed.n <= self.max_fill:
+                self._gap(bed, at - bed.n, None, restarted=True)
+                bed.stream, bed.stream_off, bed.next_seq = stream, pos - bed.n, seq
+            else:
+                self._close_session(bed)
+        elif bed is not None and not bed.ended:
+            if seq < bed.next_seq:
+                raise ProtocolError(
+                    f"bed {name} seq {seq}: expected {bed.next_seq} or later (repeated or "
+                    "going backwards).",
+                    "seq",
+                )
+            missing = pos - bed.stream_off - bed.n
+            if missing < 0 or (seq == bed.next_seq and missing and not end):
+                raise ProtocolError(
+                    f"bed {name} seq {seq}: first sample {pos} contradicts the "
+                    f"{bed.n + bed.stream_off} expected after seq {bed.next_seq - 1}.",
+                    "seq",
+                )
+            if missing > self.max_fill:  # too long to bridge: a new session
+                self._close_session(bed)
+            elif seq != bed.next_seq:
+                self._gap(bed, missing, seq - bed.next_seq)
+        if bed is None or bed.ended:
+            if bed is not None and stream == bed.stream and seq < bed.next_seq:
+                raise ProtocolError(f"bed {name} seq {seq}: after the bed's end.", "seq")
+            self._new_bed(name, header)
+            bed = self.beds[name]
+        bed.next_seq = seq + 1
         bed.last_rx = self.stats.last_data_at = self.clock()
         if self.stats.first_data_at is None:
             self.stats.first_data_at = bed.last_rx
         if bed.in_loss:
             bed.in_loss = False
-            self._alert(bed, Alert("signal_loss", "end", bed.next_sample - bed.base))
-        if seq != bed.next_seq:
-            first = int(header.get("first_sample", bed.next_sample))
-            missing = max(first - bed.next_sample, 0)
-            self.stats.gaps[name] += 1
-            self.stats.lost_samples[name] += missing
-            self._alert(
-                bed,
-                Alert(
-                    "data_gap",
-                    "event",
-                    bed.next_sample - bed.base,
-                    None,
-                    {"missing_messages": seq - bed.next_seq, "missing_samples": missing},
-                ),
-            )
-            if missing:  # keep the sample clock true: fill flat with the last value
-                last = bed.chunks[-1][-1] if bed.chunks else bed.ring[(bed.ring_end - 1) % _RING]
-                bed.chunks.append(np.full(missing, last, np.float32))
-                bed.next_sample += missing
-        bed.next_seq = seq + 1
-        if header.get("type") == "end":
+            self._alert(bed, Alert("signal_loss", "end", bed.n))
+        if end:
+            self.stats.ends += 1
             bed.ended = True
-            bed.total = int(header.get("total_samples", bed.next_sample))
+            bed.total = pos - bed.stream_off + bed.base
             return
         bed.chunks.append(x)
         bed.sent.append(
-            (
-                int(header["first_sample"]),
-                len(x),
-                float(header.get("sent_at", 0.0)),
-                float(header.get("speed") or 0.0),
-            )
+            (bed.n, len(x), float(header.get("sent_at") or 0.0), float(header.get("speed") or 0.0))
         )
-        bed.next_sample += len(x)
+        bed.n += len(x)
         self.stats.messages += 1
-        self.stats.samples[name] += len(x)
+        self.stats.samples[name] = self.stats.samples.get(name, 0) + len(x)
+
+    def _close_session(self, bed: _Bed) -> None:
+        """End a bed's session now: what is queued is processed, open episodes closed."""
+        bed.ended = True
+        self._process({bed.name: self.clock()})
+
+    def _new_bed(self, name: str, header: dict) -> None:
+        if name not in self.beds and len(self.beds) >= self.max_beds:
+            raise ProtocolError(
+                f"bed {name}: {len(self.beds)} beds already, the cap (max_beds).", "too_many_beds"
+            )
+        if self._expected and name not in self._expected:
+            raise ProtocolError(
+                f"bed {name}: not among the {len(self._expected)} beds the source announced.",
+                "unknown_bed",
+            )
+        bed = self.beds[name] = _Bed(name, header)
+        self.stats.gaps.setdefault(name, 0)
+        self.stats.lost_samples.setdefault(name, 0)
+        self.stats.samples.setdefault(name, 0)
+        self._tell(
+            {
+                "type": "bed",
+                "bed": name,
+                "record": bed.record,
+                "record_offset": bed.record_off,
+                "first_sample": bed.base,
+                "fs": FS,
+            }
+        )
+
+    def _gap(self, bed: _Bed, missing: int, messages: int | None, restarted: bool = False) -> None:
+        """Missing data: alert, count, and bridge it on the bed's sample clock."""
+        self.stats.gaps[bed.name] += 1
+        self.stats.lost_samples[bed.name] += missing
+        detail = {"missing_messages": messages, "missing_samples": missing}
+        if restarted:
+            detail["source_restarted"] = True
+        self._alert(bed, Alert("data_gap", "event", bed.n, None, detail))
+        bed.fill(missing)
+
+    def _refuse(self, exc: ProtocolError, frames: list[bytes]) -> None:
+        """Count and log a refused message; everything already accepted stays as it was."""
+        n = self.stats.refused.get(exc.reason, 0) + 1
+        self.stats.refused[exc.reason] = n
+        if n <= 5 or n % 1000 == 0:
+            log.warning(
+                "refused message on %r (%s, %d so far): %s", frames[0][:40], exc.reason, n, exc
+            )
 
     def _process(self, touched: dict[str, float]) -> None:
         """Push each touched bed's queued samples, classify every new beat in one batch,
@@ -533,6 +779,8 @@ class StreamConsumer:
             self._strips(bed)
             if bed.ended:
                 self._finish_bed(bed)
+        if self.session_log is not None:
+            self.session_log.sync(self.clock())
 
     def _finish_bed(self, bed: _Bed) -> None:
         bed.ended = True
@@ -558,7 +806,7 @@ class StreamConsumer:
                 "seq": bed.seq[BEAT],
                 **rec,
                 "sample": rec["sample"] + bed.base,
-                "record_sample": rec["sample"] + bed.base + bed.record_offset,
+                "record_sample": rec["sample"] + bed.record_off,
             }
             bed.seq[BEAT] += 1
             self._emit(BEAT, bed.name, body)
@@ -572,10 +820,14 @@ class StreamConsumer:
                 acq = bed.acquired_at(rec["sample"])
                 if acq is not None:
                     self.stats.label_latency_s.append(self.wall() - acq)
+                    self._recent_labels.append(self.wall() - acq)
         for a in alerts:
             self._alert(bed, a)
 
     def _alert(self, bed: _Bed, a: Alert) -> None:
+        if a.kind in _GAP_KINDS and self._in_gap(bed, a):
+            self.stats.suppressed[a.kind] = self.stats.suppressed.get(a.kind, 0) + 1
+            return
         body = {
             "v": 1,
             "type": "alert",
@@ -603,6 +855,21 @@ class StreamConsumer:
         ):
             bed.n_strips[a.kind] = bed.n_strips.get(a.kind, 0) + 1
             bed.strips.append((a.sample - _STRIP_BEFORE, a.kind, a.sample))
+
+    @staticmethod
+    def _in_gap(bed: _Bed, a: Alert) -> bool:
+        """Whether a clock-declared condition (no beat for a while) lay over samples that
+        never came: a data gap is not an asystole. Its ``end`` is muted with its onset."""
+        if a.state == "end":
+            muted = a.kind in bed.muted
+            bed.muted.discard(a.kind)
+            return muted
+        since = (a.detail or {}).get("since_sample", a.sample)
+        if bed.in_gap(min(since, a.sample), max(a.sample, a.beat_sample or a.sample)):
+            if a.state == "onset":
+                bed.muted.add(a.kind)
+            return True
+        return False
 
     def _strips(self, bed: _Bed, *, final: bool = False) -> None:
         """Hand the listeners the ECG strips whose samples are all in."""
@@ -640,7 +907,7 @@ class StreamConsumer:
                     Alert(
                         "signal_loss",
                         "onset",
-                        bed.next_sample - bed.base,
+                        bed.n,
                         None,
                         {"silent_s": round(now - bed.last_rx, 2)},
                     ),
@@ -653,10 +920,11 @@ class StreamConsumer:
         self._last_status = now
         recent = [t for t in self._recent_beats if now - t <= 5.0]
         comp = np.asarray(self._recent_compute) * 1000.0
-        lab = np.asarray(self.stats.label_latency_s[-2000:])
+        lab = np.asarray(self._recent_labels)
         body = {
             "v": 1,
             "type": "status",
+            "consumer": self.identity.decode(),
             "model": self.model_name,
             "beds": len(self.beds),
             "beats_per_s": round(len(recent) / 5.0, 1),
@@ -667,6 +935,9 @@ class StreamConsumer:
             "gaps": sum(self.stats.gaps.values()),
             "lost_samples": sum(self.stats.lost_samples.values()),
             "messages": self.stats.messages,
+            "samples": sum(self.stats.samples.values()),
+            "refused": dict(self.stats.refused),
+            "suppressed": dict(self.stats.suppressed),
         }
         self._emit(STATUS, None, body)
 

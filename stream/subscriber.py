@@ -1,8 +1,10 @@
 """A subscriber of the consumer's beats and alerts: the model for other tools.
 
-It takes part in the handshake (so it misses nothing from the start) and, when it takes every
-topic, in the credit (so the consumer never outruns it). Sequence numbers per topic show any
-loss to a subscriber that does not take credit.
+It takes part in the handshake (so it misses nothing from the start). By default it does not
+take part in the credit: the consumer never waits for it, and what a slow reader misses
+shows in the per-topic sequence numbers (``gaps``). With ``flow=True`` it takes credit: the
+consumer never outruns it (a recorder that must lose nothing), and a stalled one is dropped
+from the credit after the consumer's ``subscriber_timeout_s``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 import zmq
 
 from beatwise.keys import CurveKeys, secure_client
-from beatwise.protocol import HELLO, decode_json, encode_json, exact_topic
+from beatwise.protocol import HELLO, ProtocolError, decode_json, encode_json, exact_topic
 
 __all__ = ["Subscriber"]
 
@@ -26,8 +28,13 @@ class Subscriber:
         endpoint: The consumer's PUB endpoint (e.g. ``tcp://127.0.0.1:5557``).
         control: Its control endpoint (e.g. ``tcp://127.0.0.1:5558``); None: no handshake
             (a late joiner; the first messages may be missed).
-        prefixes: Topic prefixes to take, e.g. ``("alert.",)``. Default: everything (and
-            then the subscriber takes part in the credit).
+        prefixes: Topic prefixes to take, e.g. ``("alert.",)``. Default: everything.
+        flow: Take part in the credit: the consumer never runs more than its window ahead
+            of this subscriber, so nothing is dropped for it -- and a slow reader slows the
+            consumer down (up to the consumer's ``subscriber_timeout_s``, after which it is
+            dropped from the credit). Default False: the consumer never waits for this
+            subscriber; what a slow reader misses shows in ``gaps``.
+        rcvhwm: Messages queued for a slow reader before ZeroMQ drops. Default 100,000.
         curve: CURVE keys: connect only to the server ``curve.server_key`` (the consumer's
             public key), encrypted (:mod:`beatwise.keys`). Default None (no CURVE).
         context: ZeroMQ context. Default: the process's shared instance.
@@ -39,21 +46,23 @@ class Subscriber:
         control: str | None = None,
         *,
         prefixes: tuple[str, ...] = ("",),
+        flow: bool = False,
+        rcvhwm: int = 100_000,
         curve: CurveKeys | None = None,
         context: zmq.Context | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.control = control
         self.prefixes = prefixes
-        self.flow = prefixes == ("",)
+        self.flow = flow
         ctx = context or zmq.Context.instance()
         self.identity = f"sub-{uuid.uuid4().hex[:8]}"
         self._sub = ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.RCVHWM, 100_000)
+        self._sub.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sub.setsockopt(zmq.LINGER, 0)
         for p in prefixes:
             self._sub.setsockopt(zmq.SUBSCRIBE, p.encode())
-        if not self.flow:
+        if "" not in prefixes:
             self._sub.setsockopt(zmq.SUBSCRIBE, HELLO.encode())
         secure_client(self._sub, curve)
         self._sub.connect(endpoint)
@@ -70,6 +79,9 @@ class Subscriber:
         #: Next expected sequence number per topic, and gaps seen.
         self.next_seq: dict[str, int] = {}
         self.gaps = 0
+        #: Messages that were not valid protocol frames (skipped).
+        self.refused = 0
+        self._acked_at = time.monotonic()
 
     def _control(self, kind: str, **extra) -> None:
         if self._dealer is not None:
@@ -79,34 +91,53 @@ class Subscriber:
         """The next message (dict), or None after ``timeout_s`` seconds without one."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            left = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            if not self._sub.poll(left):
+            left = 500 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._sub.poll(min(left, 500)):  # wake at least twice a second to ack
                 self._ack(force=True)
-                return None
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                continue
             frames = self._sub.recv_multipart()
             kind, bed = exact_topic(frames[0])
             if not self._ready:
-                self._control("ready", flow=self.flow)
-                self._ready = True
+                self._ready_now()
             if kind == HELLO:
                 continue
             self.received += 1
             self._ack()
-            msg = decode_json(frames[1])
-            t = frames[0].decode()
-            if "seq" in msg:
+            try:
+                msg = decode_json(frames[1])
+            except (ProtocolError, IndexError):
+                self.refused += 1
+                continue
+            t = frames[0].decode("utf-8", "replace")
+            if isinstance(msg.get("seq"), int):
                 exp = self.next_seq.get(t)
                 if exp is not None and msg["seq"] != exp:
                     self.gaps += 1
                 self.next_seq[t] = msg["seq"] + 1
             return msg
 
+    def _ready_now(self) -> None:
+        extra = {"flow": self.flow}
+        if self.flow and "" not in self.prefixes:
+            extra["topics"] = list(self.prefixes)  # only these count against our credit
+        self._control("ready", **extra)
+        self._ready = True
+
     def _ack(self, *, force: bool = False) -> None:
-        if self.flow and (
-            self.received - self._acked >= 64 or (force and self.received > self._acked)
+        """Acknowledge every 64 messages, and (``force``) whatever is left when idle; at
+        least once a second as a heartbeat, so the consumer knows a flow subscriber lives."""
+        if not self.flow:
+            return
+        now = time.monotonic()
+        if (
+            self.received - self._acked >= 64
+            or (force and self.received > self._acked)
+            or now - self._acked_at >= 1.0
         ):
             self._control("ack", received=self.received)
-            self._acked = self.received
+            self._acked, self._acked_at = self.received, now
 
     def __iter__(self) -> Iterator[dict]:
         while True:

@@ -190,7 +190,9 @@ def test_parse_speed():
 
 
 def test_protocol_frames_and_errors():
-    h, p = encode_samples({"bed": "x", "seq": 3}, np.arange(4, dtype=np.float64))
+    h, p = encode_samples(
+        {"bed": "x", "seq": 3, "first_sample": 0, "fs": 360}, np.arange(4, dtype=np.float64)
+    )
     header, x = decode_samples([b"ecg.x", h, p])
     assert header["n"] == 4 and x.dtype == np.dtype("<f4") and list(x) == [0, 1, 2, 3]
     with pytest.raises(ProtocolError, match="3 frames"):
@@ -201,6 +203,7 @@ def test_protocol_frames_and_errors():
         decode_json(b'{"v": 2}')
     with pytest.raises(ProtocolError, match="bed name"):
         topic("ecg", "a.b")
+    # every other refusal (with its counted reason) is in tests/test_protocol.py
     assert exact_topic(b"ecg.208") == ("ecg", "208") and exact_topic(b"status") == ("status", None)
 
 
@@ -209,9 +212,36 @@ def test_credit_ledger_drops_a_silent_client():
     led.on_control(b"a", encode_json({"type": "ready"}), now=0.0)
     led.on_control(b"p", encode_json({"type": "ready", "flow": False}), now=0.0)
     assert led.n_ready == 2 and led.credit(0.0) == 4
-    led.sent = 4
+    for _ in range(4):
+        led.on_send(b"ecg.1")
     assert led.credit(0.5) == 0
     led.on_control(b"a", encode_json({"type": "ack", "received": 2}), now=0.6)
     assert led.credit(0.6) == 2
-    led.sent = 6
+    led.on_send(b"ecg.1")
+    led.on_send(b"ecg.1")
     assert led.credit(5.0) > 4 and led.dropped == [b"a"]  # silent and blocking: dropped
+
+
+def test_credit_ledger_counts_only_the_topics_a_client_takes():
+    led = CreditLedger(window=4)
+    led.on_control(b"a", encode_json({"type": "ready", "topics": ["ecg.a"]}), now=0.0)
+    led.on_control(b"b", encode_json({"type": "ready", "topics": ["ecg.b"]}), now=0.0)
+    for _ in range(3):
+        led.on_send(b"ecg.a1")
+    led.on_send(b"ecg.b1")
+    assert led.credit(0.0) == 1  # a has 3 outstanding, b 1
+    led.on_control(b"a", encode_json({"type": "ack", "received": 3}), now=0.1)
+    assert led.credit(0.1) == 3 and not led.all_acked()
+    led.on_control(b"b", encode_json({"type": "ack", "received": 1}), now=0.1)
+    assert led.all_acked()
+
+
+def test_credit_ledger_restarted_client_starts_afresh():
+    led = CreditLedger(window=4)
+    led.on_control(b"a", encode_json({"type": "ready"}), now=0.0)
+    for _ in range(4):
+        led.on_send(b"ecg.1")
+    assert led.credit(0.0) == 0
+    # the same identity says ready again (it restarted): its old debt is forgotten
+    led.on_control(b"a", encode_json({"type": "ready"}), now=1.0)
+    assert led.credit(1.0) == 4

@@ -9,18 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
 from beatwise.bedside import RuleClassifier, run_offline
-from beatwise.protocol import encode_json, encode_samples, topic
 from replay import BedSource, ReplayPublisher, load_beds
 from stream import StreamConsumer, Subscriber
+from tests.sources import FakeSource, endpoints
 
 TRANSPORT = {"data_gap", "signal_loss"}
-
-
-def endpoints(tmp_path) -> dict[str, str]:
-    return {k: f"ipc://{tmp_path}/{k}.sock" for k in ("data", "ctl", "out", "octl")}
 
 
 def live_run(beds, classifier, tmp_path, *, speed=math.inf, **consumer_kw):
@@ -53,7 +48,7 @@ def live_run(beds, classifier, tmp_path, *, speed=math.inf, **consumer_kw):
     for t in threads:
         t.start()
     msgs = []
-    with Subscriber(ep["out"], ep["octl"]) as sub:
+    with Subscriber(ep["out"], ep["octl"], flow=True) as sub:
         ended = set()
         while len(ended) < len(beds):
             m = sub.recv(timeout_s=30)
@@ -141,54 +136,6 @@ def test_stream_equals_offline_with_the_shipped_model(tmp_path):
     msgs, *_ = live_run(beds, clf, tmp_path)
     for bed in beds:
         assert_same(msgs, bed, clf)
-
-
-class FakeSource:
-    """A hand-driven source speaking the protocol, to break it on purpose."""
-
-    def __init__(self, tmp_path):
-        ctx = zmq.Context.instance()
-        ep = endpoints(tmp_path)
-        self.ep = ep
-        self.pub = ctx.socket(zmq.PUB)
-        self.pub.bind(ep["data"])
-        self.ctl = ctx.socket(zmq.ROUTER)
-        self.ctl.bind(ep["ctl"])
-
-    def handshake(self):
-        while not self.ctl.poll(20):
-            self.pub.send_multipart([b"ctl", encode_json({"v": 1, "type": "hello"}), b""])
-        self.ctl.recv_multipart()
-
-    def send(self, bed, seq, first, x):
-        h, p = encode_samples(
-            {
-                "type": "samples",
-                "bed": bed,
-                "record": "x",
-                "fs": 360,
-                "units": "mV",
-                "first_sample": first,
-                "seq": seq,
-            },
-            x,
-        )
-        self.pub.send_multipart([topic("ecg", bed), h, p])
-
-    def end(self, bed, seq, total):
-        self.pub.send_multipart(
-            [
-                topic("ecg", bed),
-                encode_json(
-                    {"v": 1, "type": "end", "bed": bed, "seq": seq, "total_samples": total}
-                ),
-                b"",
-            ]
-        )
-
-    def close(self):
-        self.pub.close(0)
-        self.ctl.close(0)
 
 
 def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):

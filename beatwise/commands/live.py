@@ -50,14 +50,35 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "--headless", action="store_true", help="write JSON lines to stdout instead of the screen"
     )
     p.add_argument(
-        "--log", default=None, help="also write the session log (JSON lines) to this file"
+        "--log",
+        default=None,
+        help="append every beat, alert and strip to this session log (JSON lines, flushed "
+        "before publishing)",
     )
     p.add_argument(
         "--report-dir", default=None, help="write the reports here at the end of the session"
     )
     p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--stats-json", default=None, help="write the consumer's totals here at exit (JSON)"
+    )
     add_curve_args(p, server=True, client=True)
     p.set_defaults(func=_monitor)
+
+    p = top.add_parser(
+        "proxy", help="one beat/alert stream for several sharded monitors (XSUB/XPUB proxy)"
+    )
+    p.add_argument(
+        "--frontend",
+        default="tcp://127.0.0.1:5559",
+        help="bind for the monitors (beatwise monitor --publish '>THIS') (default: %(default)s)",
+    )
+    p.add_argument(
+        "--backend",
+        default="tcp://127.0.0.1:5560",
+        help="bind for the subscribers (beatwise alerts --connect THIS) (default: %(default)s)",
+    )
+    p.set_defaults(func=_proxy)
 
     p = top.add_parser("alerts", help="print the alerts a monitor publishes (a model subscriber)")
     p.add_argument(
@@ -154,6 +175,15 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--duration-s", type=float, default=None, help="seconds of each record to stream"
     )
+    p.add_argument(
+        "--max-wall-s",
+        type=float,
+        default=None,
+        help="stop streaming after this many wall-clock seconds (end messages are still sent)",
+    )
+    p.add_argument(
+        "--stats-json", default=None, help="write what was sent (messages, samples) here at exit"
+    )
 
 
 def _consumer_args(p: argparse.ArgumentParser) -> None:
@@ -170,7 +200,8 @@ def _consumer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--publish",
         default="tcp://127.0.0.1:5557",
-        help="endpoint to bind for beats and alerts; 'none' for none (default: %(default)s)",
+        help="endpoint to bind for beats and alerts; '>ENDPOINT' connects to a 'beatwise "
+        "proxy' instead; 'none' for none (default: %(default)s)",
     )
     p.add_argument(
         "--publish-control",
@@ -184,6 +215,13 @@ def _consumer_args(p: argparse.ArgumentParser) -> None:
         help="subscribers of --publish to wait for before starting (default: %(default)s)",
     )
     p.add_argument("--beds", nargs="+", default=None, help="only these beds")
+    p.add_argument(
+        "--shard",
+        nargs="+",
+        default=None,
+        metavar="PREFIX",
+        help="only beds whose names start with one of these prefixes (one consumer per shard)",
+    )
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -218,6 +256,7 @@ def load_classifier(spec: str, *, fallback: bool = False):
 def _replay(args: argparse.Namespace) -> int:
     from replay import ReplayPublisher, load_beds, parse_speed
 
+    keys = curve_from_args(args, bound=(args.endpoint, args.control))  # fail before loading
     beds = load_beds(
         args.db, args.records, start_s=args.start_s, duration_s=args.duration_s, beds=args.beds
     )
@@ -229,14 +268,19 @@ def _replay(args: argparse.Namespace) -> int:
         chunk_samples=args.chunk_samples,
         loop=args.loop,
         wait_for=args.wait_for,
-        curve=curve_from_args(args, bound=(args.endpoint, args.control)),
+        curve=keys,
     )
     print(
         f"replay: {len(beds)} bed(s) on {args.endpoint} (control {args.control}); "
         f"waiting for {args.wait_for} client(s)",
         file=sys.stderr,
     )
-    stats = pub.run()
+    stats = pub.run(max_duration_s=args.max_wall_s)
+    if args.stats_json:
+        import dataclasses
+        import json
+
+        Path(args.stats_json).write_text(json.dumps(dataclasses.asdict(stats), indent=1))
     print(
         f"replay: sent {stats.messages} messages, {sum(stats.samples.values())} samples in "
         f"{stats.wall_s:.1f} s",
@@ -246,19 +290,15 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 class _Recorder:
-    """Keeps the session's messages (for the reports) and optionally writes them."""
+    """Keeps the session's messages in memory, for the reports of a session without a log
+    (with one, the reports are read back from the log: memory stays flat)."""
 
-    def __init__(self, log=None) -> None:
+    def __init__(self) -> None:
         self.messages: list[dict] = []
-        self.log = log
 
     def __call__(self, msg: dict) -> None:
         if msg.get("type") in ("beat", "alert", "strip", "bed", "end", "session"):
             self.messages.append(msg)
-            if self.log is not None:
-                import json
-
-                self.log.write(json.dumps(msg, separators=(",", ":")) + "\n")
 
 
 def _monitor(args: argparse.Namespace) -> int:
@@ -270,9 +310,11 @@ def _monitor(args: argparse.Namespace) -> int:
     publish = None if args.publish == "none" else args.publish
     keys = curve_from_args(args, bound=(publish, publish and args.publish_control))
     clf, name = load_classifier(args.model)
-    log = open(args.log, "w", encoding="utf-8") if args.log else None  # noqa: SIM115
-    rec = _Recorder(log)
-    listeners = [rec]
+    from stream.session_log import SessionLog
+
+    log = SessionLog(args.log) if args.log else None
+    rec = _Recorder()
+    listeners = [] if log else [rec]
     mon = None
     if args.headless:
         listeners.append(JsonLines(sys.stdout, strips=False))
@@ -286,9 +328,11 @@ def _monitor(args: argparse.Namespace) -> int:
         publish=publish,
         publish_control=args.publish_control,
         beds=args.beds,
+        shards=args.shard,
         wait_subscribers=args.wait_subscribers,
         listeners=listeners,
         model_name=name,
+        session_log=log,
         curve=keys if keys and keys.server_key else None,
         publish_curve=keys if keys and keys.allowed else None,
     )
@@ -309,8 +353,14 @@ def _monitor(args: argparse.Namespace) -> int:
     finally:
         if log is not None:
             log.close()
+    if args.stats_json:
+        import json
+
+        Path(args.stats_json).write_text(json.dumps(con.stats.summary(), indent=1))
     if args.report_dir:
-        _write_reports(rec.messages, args.report_dir)
+        from beatwise.report import read_log
+
+        _write_reports(read_log(args.log) if log else rec.messages, args.report_dir)
     return 0
 
 
@@ -335,6 +385,19 @@ def _write_reports(messages: list[dict], out: str | Path) -> list[Path]:
     for f in folders:
         print(f"report: {f}/doctor.md, {f}/patient.md")
     return folders
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from stream.proxy import Proxy
+
+    proxy = Proxy(frontend=args.frontend, backend=args.backend)
+    print(
+        f"proxy: monitors publish into {args.frontend}; subscribers connect to {args.backend} "
+        "(e.g. beatwise alerts --connect ... --control none)",
+        file=sys.stderr,
+    )
+    proxy.run()
+    return 0
 
 
 def _alerts(args: argparse.Namespace) -> int:
@@ -428,9 +491,12 @@ def _demo(args: argparse.Namespace) -> int:
     tmp = tempfile.mkdtemp(prefix="beatwise-demo-")
     data, ctl = f"ipc://{tmp}/data", f"ipc://{tmp}/control"
     pub_ep, pub_ctl = _free_port_pair()
-    log = open(out / "session.jsonl", "w", encoding="utf-8")  # noqa: SIM115
-    rec = _Recorder(log)
-    listeners = [rec]
+    from beatwise.report import read_log
+    from stream.session_log import SessionLog
+
+    (out / "session.jsonl").unlink(missing_ok=True)  # a demo is a new session
+    log = SessionLog(out / "session.jsonl")
+    listeners = []
     mon = Monitor()
     listeners.append(JsonLines(sys.stdout, beats=False, strips=False) if headless else mon)
     pub = ReplayPublisher(beds, endpoint=data, control=ctl, speed=speed, handshake_timeout_s=60)
@@ -442,6 +508,7 @@ def _demo(args: argparse.Namespace) -> int:
         publish_control=pub_ctl,
         listeners=listeners,
         model_name=name,
+        session_log=log,
     )
     print(
         f"demo: {', '.join(b.record for b in beds)} at speed {args.speed} for "
@@ -468,7 +535,7 @@ def _demo(args: argparse.Namespace) -> int:
         tc.join(15)
         tp.join(15)
         log.close()
-    folders = _write_reports(rec.messages, out)
+    folders = _write_reports(read_log(out / "session.jsonl"), out)
     summary = {
         "beds": [str(f) for f in folders],
         "log": str(out / "session.jsonl"),
