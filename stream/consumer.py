@@ -263,7 +263,7 @@ class StreamConsumer:
         window: Credit window towards our own subscribers, messages. Default 4096.
         max_batch: Most source messages taken per processing round. Default 2048.
         signal_loss_s: No samples from a started bed for this long (wall s) -> alarm.
-            Default 2.0.
+            Default 1.5.
         status_every_s: Publish a status message this often (s). Default 1.0.
         model_name: Shown in the status messages. Default "".
         session_log: Where every beat, alert and strip is appended (and flushed) *before* it
@@ -295,7 +295,7 @@ class StreamConsumer:
         listeners: Sequence[Callable[[dict], None]] = (),
         window: int = 4096,
         max_batch: int = 2048,
-        signal_loss_s: float = 2.0,
+        signal_loss_s: float = 1.5,
         status_every_s: float = 1.0,
         model_name: str = "",
         shards: Sequence[str] | None = None,

@@ -78,6 +78,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         default="tcp://127.0.0.1:5560",
         help="bind for the subscribers (beatwise alerts --connect THIS) (default: %(default)s)",
     )
+    add_curve_args(p, server=True, client=False)
     p.set_defaults(func=_proxy)
 
     p = top.add_parser("alerts", help="print the alerts a monitor publishes (a model subscriber)")
@@ -390,7 +391,8 @@ def _write_reports(messages: list[dict], out: str | Path) -> list[Path]:
 def _proxy(args: argparse.Namespace) -> int:
     from stream.proxy import Proxy
 
-    proxy = Proxy(frontend=args.frontend, backend=args.backend)
+    keys = curve_from_args(args, bound=(args.frontend, args.backend))
+    proxy = Proxy(frontend=args.frontend, backend=args.backend, curve=keys)
     print(
         f"proxy: monitors publish into {args.frontend}; subscribers connect to {args.backend} "
         "(e.g. beatwise alerts --connect ... --control none)",
