@@ -1,4 +1,5 @@
-"""One bed: beat pipeline + classifier output + rhythm rules, and the offline runner.
+"""One bed: beat pipeline + classifier output + rhythm rules + signal quality, and the offline
+runner.
 
 :class:`Bedside` is what the live consumer runs per bed and what :func:`run_offline` runs over
 a whole record, so the stream and the offline answer come from the very same objects. The
@@ -16,6 +17,7 @@ import numpy as np
 from beatwise.classes import CLASSES
 from beatwise.dsp.beats import Beats
 from beatwise.pipeline import BeatPipeline
+from beatwise.quality import SignalQuality
 from beatwise.rhythm import Alert, RhythmMonitor
 
 __all__ = [
@@ -97,11 +99,22 @@ def beat_record(sample: int, probs: np.ndarray, rr: np.ndarray, *, fs: float = 3
 
 
 class Bedside:
-    """Pipeline + rhythm rules of one bed.
+    """Pipeline + rhythm rules + signal quality of one bed.
 
     Call :meth:`push` with each chunk (mV, 360 Hz), classify the returned beats (alone or
     batched with other beds), then :meth:`accept` them with their probabilities; at the end
     :meth:`flush`, classify, :meth:`accept`, then :meth:`finish`.
+
+    The raw chunks also feed a :class:`~beatwise.quality.SignalQuality` monitor; its alerts
+    (``lead_off``, ``noisy_signal``) come out of :meth:`accept` after the rhythm alerts, and
+    its flat stretches reach the rhythm rules in sample order with the beats, so a flat line
+    never reads as asystole (:meth:`~beatwise.rhythm.RhythmMonitor.signal_off`). A beat is
+    emitted up to ``decision_delay_s`` after its R peak, so the edge of a flat stretch waits
+    until a later beat has come or no earlier one can come any more; the flat stretch is
+    decided within ``flat_s`` (1 s), well before the asystole it cancels could be declared
+    (4 s + ``decision_delay_s``). Hence any chunking gives the same alerts here too (short
+    of a beat found inside the first second of a flat stretch and emitted before that second
+    is over, which needs two detections in a flat signal).
 
     Args:
         fs: Sampling rate, Hz. Default 360.
@@ -120,7 +133,14 @@ class Bedside:
             decision_delay_s=decision_delay_s(self.pipeline),
             start_delay_s=max(learn, 0) / self.fs,
         )
+        self.quality = SignalQuality(fs=self.fs)
         self.counts = dict.fromkeys(CLASSES, 0)
+        self._quality_alerts: list[Alert] = []  # decided, not yet out of accept
+        self._flat_edges: list[tuple[int, bool]] = []  # decided, not yet given to the rhythm
+        # Beats before sample e have all been emitted once the clock reaches
+        # max(e, end of the detector's learning phase) + the pipeline's decision delay.
+        self._learn = max(learn, 0)
+        self._emit_delay = int(round(self.rhythm.decision_delay_s * self.fs))
 
     @property
     def n_samples(self) -> int:
@@ -128,7 +148,10 @@ class Bedside:
 
     def push(self, chunk) -> Beats:
         """Raw samples (mV) in; beats waiting for classification out."""
-        return self.pipeline.push(chunk)
+        beats = self.pipeline.push(chunk)  # checks the chunk first
+        self._quality_alerts += self.quality.push(chunk)
+        self._flat_edges += self.quality.flat_edges
+        return beats
 
     def flush(self) -> Beats:
         """End of stream: the beats still pending."""
@@ -143,13 +166,41 @@ class Bedside:
         ]
         for rec in records:
             self.counts[rec["class"]] += 1
-        alerts = self.rhythm.push(beats.sample, [r["class"] for r in records])
+        alerts = self._to_rhythm(beats.sample, [r["class"] for r in records], self.n_samples)
         alerts += self.rhythm.advance(self.n_samples)
+        alerts += self._quality_alerts
+        self._quality_alerts = []
         return records, alerts
 
     def finish(self) -> list[Alert]:
         """After the last :meth:`accept`: close what is still open."""
-        return self.rhythm.finish(self.n_samples)
+        alerts = self._to_rhythm(np.zeros(0, np.int64), [], None) + self._quality_alerts
+        self._quality_alerts = []
+        # A lead still off at the end stays off for the rhythm rules: no asystole from it.
+        alerts += self.quality.finish(self.n_samples)
+        return alerts + self.rhythm.finish(self.n_samples)
+
+    def _to_rhythm(self, samples: np.ndarray, labels: list[str], clock: int | None) -> list[Alert]:
+        """Beats and flat-stretch edges to the rhythm rules in sample order (a beat at an
+        edge's sample after it). An edge goes once a beat after it has come, or once the
+        ``clock`` says no beat before it can still come (``None``: end of stream)."""
+        out: list[Alert] = []
+        done = 0
+        while self._flat_edges:
+            at, flat = self._flat_edges[0]
+            upto = int(np.searchsorted(samples, at))
+            if upto == len(samples) and clock is not None:
+                if clock < max(at, self._learn) + self._emit_delay:
+                    break
+            if upto > done:
+                out += self.rhythm.push(samples[done:upto], labels[done:upto])
+                done = upto
+            if flat:
+                out += self.rhythm.signal_off(at)
+            else:
+                self.rhythm.signal_on(at)
+            self._flat_edges.pop(0)
+        return out + self.rhythm.push(samples[done:], labels[done:])
 
 
 @dataclass

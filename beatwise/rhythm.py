@@ -27,9 +27,21 @@ tachy      warning     onset when HR > 120 bpm; end at <= 115 bpm
 pause      warning     event: RR > 2 s; reported at the beat that ends it, sample = its start
 asystole   critical    onset when no R peak for 4 s (stream start counts as a beat); declared
                        as soon as the pipeline guarantees no beat can still arrive in those
-                       4 s (``decision_delay_s`` later), or at the late beat; end at that beat
+                       4 s (``decision_delay_s`` later), or at the late beat; end at that beat.
+                       Not from a flat signal: see "Lead off" below
 paced      advisory    onset when >= 6 of the last 8 beats are paced (``/``); end at <= 2
 ========== =========== ========================================================================
+
+Two technical alarms come from the raw signal, not from the beats: ``lead_off`` (warning)
+and ``noisy_signal`` (advisory), defined in :mod:`beatwise.quality`;
+:class:`beatwise.bedside.Bedside` runs them next to these rules.
+
+Lead off: while the signal is flat (a stretch of ``flat_s`` under ``flat_mv`` peak-to-peak,
+:meth:`RhythmMonitor.signal_off` / :meth:`RhythmMonitor.signal_on`), there is no ECG to be
+silent. Asystole is then counted from where the signal moves again, not from the last beat
+(a flat line is not asystole; a live signal without beats still is, also right after the
+lead comes back), unless the 4 s without a beat had passed before the signal went flat. The
+RR interval across a flat stretch is not an RR: no pause, and not in the heart rate.
 
 The live consumer adds two technical alarms that the sample clock cannot see (see
 ``stream``): ``signal_loss`` (no samples for 2 s, warning) and ``data_gap`` (a sequence
@@ -74,9 +86,11 @@ SEVERITY: dict[str, str] = {
     "pause": "warning",
     "signal_loss": "warning",
     "data_gap": "warning",
+    "lead_off": "warning",
     "pvc": "advisory",
     "svpb": "advisory",
     "paced": "advisory",
+    "noisy_signal": "advisory",
 }
 KINDS: tuple[str, ...] = tuple(SEVERITY)
 
@@ -94,6 +108,8 @@ NAMES: dict[str, str] = {
     "pause": "Pause",
     "signal_loss": "Signal loss",
     "data_gap": "Data gap",
+    "lead_off": "Lead off",
+    "noisy_signal": "Noisy signal",
     "pvc": "PVC",
     "svpb": "SVPB",
     "paced": "Paced rhythm",
@@ -208,6 +224,8 @@ class RhythmMonitor:
         self._run: list[int] = []  # its R peaks
         self.active: dict[str, Alert] = {}  # kind -> onset alert of open episodes
         self._asystole_from = 0  # sample of the "virtual" beat the asystole clock counts from
+        self._off = False  # the signal is flat (lead off): no ECG, so no asystole
+        self._gap = False  # it went flat since the last beat: the next RR is no RR
         self._n_beats = 0
 
     # -- inputs --------------------------------------------------------------------------
@@ -219,11 +237,42 @@ class RhythmMonitor:
             out += self._beat(int(s), str(lab))
         return out
 
+    def signal_off(self, sample: int) -> list[Alert]:
+        """The signal is flat from ``sample`` on (lead off): the silence that reaches into it
+        is no asystole, the RR interval across it no RR (see module doc).
+
+        Returns the asystole that had begun before it (4 s without a beat on a live signal),
+        if the sample clock has not declared it yet.
+        """
+        sample = int(sample)
+        out: list[Alert] = []
+        if (
+            not self._off
+            and "asystole" not in self.active
+            and sample - self._asystole_from > 4.0 * self.fs
+        ):
+            out.append(
+                self._open(
+                    "asystole",
+                    self._asystole_from + int(round(4.0 * self.fs)),
+                    None,
+                    {"since_sample": self._asystole_from},
+                )
+            )
+        self._off = True
+        self._gap = True
+        return out
+
+    def signal_on(self, sample: int) -> None:
+        """The flat signal moves again at ``sample``: the asystole clock counts from there."""
+        self._off = False
+        self._asystole_from = max(self._asystole_from, int(sample))
+
     def advance(self, clock: int) -> list[Alert]:
         """The sample clock reached ``clock`` (samples received so far)."""
         self._clock = max(self._clock, int(clock))
         out: list[Alert] = []
-        if "asystole" not in self.active:
+        if not self._off and "asystole" not in self.active:
             start = self._asystole_from + int(round(4.0 * self.fs))
             wait = self.decision_delay_s + (self.start_delay_s if self._last is None else 0.0)
             if self._clock >= start + int(round(wait * self.fs)):
@@ -236,7 +285,11 @@ class RhythmMonitor:
         """End of stream at sample ``clock``: resolve pending runs, close open episodes."""
         self._clock = max(self._clock, int(clock))
         out: list[Alert] = []
-        if "asystole" not in self.active and self._clock - self._asystole_from > 4.0 * self.fs:
+        if (
+            not self._off
+            and "asystole" not in self.active
+            and self._clock - self._asystole_from > 4.0 * self.fs
+        ):
             out.append(
                 self._open(
                     "asystole",
@@ -330,7 +383,11 @@ class RhythmMonitor:
                 f"beat at sample {s}: expected beats in increasing order (last {self._last})."
             )
         # Asystole: a late beat ends it (opening it first if the clock had not yet).
-        if s - self._asystole_from > 4.0 * self.fs and "asystole" not in self.active:
+        if (
+            not self._off
+            and s - self._asystole_from > 4.0 * self.fs
+            and "asystole" not in self.active
+        ):
             out.append(
                 # beat_sample None as when the clock declares it: the same alert either way
                 self._open(
@@ -343,11 +400,12 @@ class RhythmMonitor:
         if "asystole" in self.active:
             out.append(self._close("asystole", s, s))
         self._asystole_from = s
-        if self._last is not None:
+        if self._last is not None and not self._gap:
             rr = (s - self._last) / self.fs
             if rr > 2.0:
                 out.append(Alert("pause", "event", self._last, s, {"duration_s": round(rr, 3)}))
             self._rrs.append(rr)
+        self._gap = self._off
         self._last = s
         self._n_beats += 1
         self._labels.append(lab)

@@ -1,0 +1,321 @@
+"""Bad signals: flat line, lead off at a rail, baseline wander, muscle noise, 30 and 250 bpm.
+
+Each goes through the whole bed (:func:`beatwise.bedside.run_offline` with the rule
+classifier): nothing crashes, nothing is NaN, the alarms do not flood, and the signal-quality
+alerts (:mod:`beatwise.quality`) say what is wrong -- and stay silent on clean records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+from scipy.signal import butter, sosfiltfilt
+
+from beatwise.bedside import Bedside, RuleClassifier, run_offline
+from beatwise.quality import BLOCK_S, SignalQuality
+from beatwise.rhythm import NAMES, SEVERITY, RhythmMonitor
+from tests.contracts import assert_chunk_invariant
+
+FS = 360
+QUALITY = {"lead_off", "noisy_signal"}
+#: An alarm flood: more alarm (warning or critical) onsets and events a minute than this,
+#: beyond what the same record raises when clean -- one every 10 s at one bed is already more
+#: than anyone acts on.
+FLOOD_PER_MIN = 6
+#: Advisories (PVC, SVPB, noisy signal, ...) are information, not alarms; more than this many
+#: a minute beyond the clean record is still a flood of the alert list.
+ADVISORY_FLOOD_PER_MIN = 12
+
+
+def run(x, *, chunk_samples: int | None = None):
+    res = run_offline(np.asarray(x, np.float64), RuleClassifier(), chunk_samples=chunk_samples)
+    for b in res.beats:
+        assert all(math.isfinite(v) for v in b["probs"] + b["rr_s"]), b
+        assert b["hr_bpm"] is None or math.isfinite(b["hr_bpm"]), b
+    for a in res.alerts:
+        assert a.kind in SEVERITY and a.kind in NAMES, a
+        nums = [v for v in a.detail.values() if isinstance(v, float)]
+        assert all(math.isfinite(v) for v in nums), a
+    return res
+
+
+def raised(res, *, advisory: bool = False) -> int:
+    """Onsets and events of alarms (warning, critical), or of advisories."""
+    return sum(
+        a.state in ("onset", "event") and (a.severity == "advisory") == advisory for a in res.alerts
+    )
+
+
+def of(res, kind: str, state: str | None = None) -> list:
+    return [a for a in res.alerts if a.kind == kind and (state is None or a.state == state)]
+
+
+def assert_no_flood(res, clean, n_samples: int) -> None:
+    minutes = n_samples / FS / 60
+    for advisory, cap in ((False, FLOOD_PER_MIN), (True, ADVISORY_FLOOD_PER_MIN)):
+        extra = (raised(res, advisory=advisory) - raised(clean, advisory=advisory)) / minutes
+        assert extra <= cap, Counter((a.kind, a.state) for a in res.alerts)
+
+
+def muscle_noise(n: int, ref: np.ndarray, *, snr_db: float, seed: int = 0) -> np.ndarray:
+    """Gaussian noise band-limited to 20-150 Hz, scaled to ``snr_db`` against ``ref``'s power."""
+    sos = butter(4, [20, 150], btype="bandpass", fs=FS, output="sos")
+    w = sosfiltfilt(sos, np.random.default_rng(seed).standard_normal(n))
+    return w * np.sqrt(np.var(ref) / 10 ** (snr_db / 10) / np.var(w))
+
+
+def at_rate(rec, bpm: float, duration_s: float) -> np.ndarray:
+    """One real beat of ``rec`` (80 ms before its R peak to 120 ms after, so it fits 250 bpm)
+    repeated at ``bpm`` on its own baseline, with 10 uV of noise."""
+    r = int(rec.beat_samples[20])
+    beat = rec.signal[r - int(0.08 * FS) : r + int(0.12 * FS)]
+    base = float(np.median(rec.signal[r - FS // 2 : r + FS // 2]))
+    x = np.full(int(duration_s * FS), base)
+    for start in np.arange(FS // 2, len(x) - len(beat), 60 * FS / bpm).astype(int):
+        x[start : start + len(beat)] = beat
+    return x + 0.01 * np.random.default_rng(1).standard_normal(len(x))
+
+
+# -- lead off ------------------------------------------------------------------------------
+
+
+def test_flat_line_is_lead_off_not_asystole():
+    res = run(np.zeros(60 * FS))
+    assert [(a.kind, a.state, a.sample) for a in res.alerts] == [
+        ("lead_off", "onset", 0),
+        ("lead_off", "end", 60 * FS),
+    ]
+    assert res.alerts[0].severity == "warning" and res.alerts[0].detail["level_mv"] == 0.0
+    assert res.beats == []
+
+
+STRETCHES = [(60, 90, 5.0), (120, 122, -5.12), (140, 160, 0.0)]  # s, s, mV
+
+
+def test_lead_off_at_a_rail_inside_a_real_record(record):
+    x = record("mitdb", "100").signal[: 180 * FS]
+    y = x.copy()
+    for a, b, level in STRETCHES:
+        y[a * FS : b * FS] = level
+    res, clean = run(y), run(x)
+    onsets, ends = of(res, "lead_off", "onset"), of(res, "lead_off", "end")
+    assert [a.sample for a in onsets] == [a * FS for a, _, _ in STRETCHES]
+    assert [a.detail["level_mv"] for a in onsets] == [level for _, _, level in STRETCHES]
+    assert [a.sample for a in ends] == [b * FS for _, b, _ in STRETCHES]  # the signal is back
+    # No false rhythm alarm from the flat stretches, nor from the RR across them.
+    for kind in ("asystole", "pause", "brady", "noisy_signal"):
+        assert not of(res, kind), kind
+    assert_no_flood(res, clean, len(y))
+
+
+def test_real_asystole_on_a_live_signal_still_alarms(record):
+    """A live signal without beats is asystole; a flat one is a lead off; a lead that comes
+    back to a live signal without beats is asystole again, counted from its return."""
+    x = record("mitdb", "100").signal[: 90 * FS]
+    a, b = 50 * FS, 65 * FS
+    t = np.arange(b - a) / FS
+    rng = np.random.default_rng(3)
+    live = x[a] + 0.15 * np.sin(2 * np.pi * 0.25 * t) + 0.02 * rng.standard_normal(b - a)
+
+    beatless = x.copy()
+    beatless[a:b] = live
+    res = run(beatless)
+    (onset,) = of(res, "asystole", "onset")
+    last = max(bt["sample"] for bt in res.beats if bt["sample"] < a)
+    assert onset.sample == last + 4 * FS and not of(res, "lead_off")
+    assert of(res, "asystole", "end")[0].sample > b
+
+    flat = x.copy()
+    flat[a:b] = x[a]
+    res = run(flat)
+    assert not of(res, "asystole") and len(of(res, "lead_off", "onset")) == 1
+
+    back = x.copy()
+    back[a : a + 5 * FS] = x[a]
+    back[a + 5 * FS : b] = live[5 * FS :]
+    res = run(back)
+    (end,) = of(res, "lead_off", "end")
+    (onset,) = of(res, "asystole", "onset")
+    assert end.sample == a + 5 * FS and onset.sample == end.sample + 4 * FS
+
+
+# -- noise ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["100", "103"])
+def test_muscle_noise_raises_noisy_signal(record, name):
+    x = record("mitdb", name).signal[: 180 * FS]
+    a, b = 60 * FS, 120 * FS
+    y = x.copy()
+    y[a:b] += muscle_noise(b - a, x, snr_db=0)
+    res, clean = run(y), run(x)
+    (onset,) = of(res, "noisy_signal", "onset")
+    (end,) = of(res, "noisy_signal", "end")
+    assert onset.detail["cause"] == "noise" and onset.severity == "advisory"
+    assert abs(onset.sample - a) <= 2 * FS and abs(end.sample - b) <= 2 * FS
+    assert not of(res, "lead_off") and not of(res, "asystole")
+    assert abs(len(res.beats) - len(clean.beats)) <= 0.05 * len(clean.beats)
+    assert_no_flood(res, clean, len(y))
+
+
+def test_heavy_baseline_wander(record):
+    x = record("mitdb", "100").signal[: 180 * FS]
+    y = x + 3.0 * np.sin(2 * np.pi * 0.3 * np.arange(len(x)) / FS)
+    res, clean = run(y), run(x)
+    onsets = of(res, "noisy_signal", "onset")
+    assert len(onsets) == 1 and onsets[0].detail["cause"] == "wander"
+    assert not of(res, "lead_off") and not of(res, "asystole")
+    assert abs(len(res.beats) - len(clean.beats)) <= 2  # the 0.5 Hz high-pass copes
+    assert_no_flood(res, clean, len(y))
+
+
+@pytest.mark.parametrize("name", ["100", "101", "103"])
+def test_no_quality_alert_on_clean_records(record, name):
+    x = record("mitdb", name).signal[: 300 * FS]
+    q = SignalQuality()
+    assert q.push(x) + q.finish() == []
+
+
+# -- extreme rates ----------------------------------------------------------------------------
+
+
+def test_30_bpm_is_bradycardia_not_asystole(record):
+    """An RR of 2 s sits on the pause threshold (RR > 2 s): a sample of detection jitter
+    makes a pause now and then, never a flood."""
+    res = run(at_rate(record("mitdb", "100"), 30, 120))
+    assert of(res, "brady", "onset") and not of(res, "asystole")
+    assert not {a.kind for a in res.alerts} & QUALITY
+    rate = 60 / np.median(np.diff([b["sample"] for b in res.beats]) / FS)
+    assert rate == pytest.approx(30, abs=0.5)
+    assert raised(res) <= 2 * FLOOD_PER_MIN and raised(res, advisory=True) == 0
+
+
+def test_250_bpm_is_tachycardia_at_the_right_rate(record):
+    """The detector's refractory period (200 ms) leaves room for 250 bpm (240 ms RR): it
+    finds every beat."""
+    duration_s = 120
+    res = run(at_rate(record("mitdb", "100"), 250, duration_s))
+    assert of(res, "tachy", "onset") and not of(res, "asystole")
+    assert not {a.kind for a in res.alerts} & QUALITY
+    rate = 60 / np.median(np.diff([b["sample"] for b in res.beats]) / FS)
+    assert rate == pytest.approx(250, abs=2)
+    assert len(res.beats) == pytest.approx(duration_s * 250 / 60, abs=5)
+    assert raised(res) <= 2 * FLOOD_PER_MIN and raised(res, advisory=True) == 0
+
+
+# -- contracts --------------------------------------------------------------------------------
+
+
+def disturbed(record, seconds: int = 60) -> np.ndarray:
+    """mitdb 100 with lead off at a rail, flat stretches and a burst of muscle noise."""
+    x = record("mitdb", "100").signal[: seconds * FS].copy()
+    x[10 * FS + 17 : 14 * FS] = 5.115  # off the block grid on purpose
+    x[20 * FS : 21 * FS + 100] = -0.3
+    x[22 * FS : 23 * FS] = -0.3  # flaps back within live_s: still one episode
+    x[35 * FS : 48 * FS] += muscle_noise(13 * FS, x, snr_db=0)
+    return x
+
+
+def _key(alerts):
+    return sorted((a.sample, a.kind, a.state, str(a.detail)) for a in alerts)
+
+
+def test_quality_monitor_is_chunk_invariant(record):
+    x = disturbed(record)
+
+    def run_chunked(chunks):
+        q = SignalQuality()
+        out, edges = [], []
+        for c in chunks:
+            out += q.push(c)
+            edges += q.flat_edges
+        return _key(out + q.finish()), edges
+
+    ref = run_chunked([x])
+    kinds = Counter((k, s) for _, k, s, _ in ref[0])
+    assert kinds == {
+        ("lead_off", "onset"): 2,
+        ("lead_off", "end"): 2,
+        ("noisy_signal", "onset"): 1,
+        ("noisy_signal", "end"): 1,
+    }
+    assert len(ref[1]) == 6  # three flat stretches, two episodes
+    assert_chunk_invariant(run_chunked, x, equal=lambda a, b: a == b)
+
+
+def test_bedside_is_chunk_invariant_with_bad_signal(record):
+    x = disturbed(record, 90)
+    # Asystole on a live signal, then the lead comes off; the stream ends with it off.
+    t = np.arange(10 * FS) / FS
+    x[62 * FS : 72 * FS] = x[62 * FS] + 0.1 * np.sin(2 * np.pi * 0.3 * t)
+    x[72 * FS : 75 * FS] = x[72 * FS]
+    x[87 * FS :] = 0.0
+
+    def run_chunked(chunks):
+        bed = Bedside()
+        out = []
+        for c in chunks:
+            beats = bed.push(c)
+            out += bed.accept(beats, RuleClassifier().predict(beats))[1]
+        beats = bed.flush()
+        out += bed.accept(beats, RuleClassifier().predict(beats))[1] + bed.finish()
+        return _key(out)
+
+    assert {"lead_off", "noisy_signal", "asystole"} <= {k for _, k, _, _ in run_chunked([x])}
+    assert_chunk_invariant(run_chunked, x, equal=lambda a, b: a == b)
+
+
+def test_flat_stretches_are_known_before_the_rhythm_rules_need_them():
+    """The sample-order merge in Bedside gives the streaming answer only if a flat stretch is
+    decided before asystole could be declared from the silence it starts."""
+    bed = Bedside()
+    flat_s = max(round(bed.quality.flat_s / BLOCK_S), 1) * BLOCK_S
+    assert flat_s < bed.rhythm.decision_delay_s
+
+
+# -- the rhythm hook and the settings -----------------------------------------------------------
+
+
+def test_rhythm_hook_on_hand_made_beats():
+    m = RhythmMonitor(fs=FS, decision_delay_s=3.25)
+    m.push([FS, 2 * FS], ["N", "N"])
+    assert m.signal_off(3 * FS) == []  # 1 s after the last beat: not asystole
+    assert m.advance(30 * FS) == []  # flat: no asystole however long
+    m.signal_on(30 * FS)
+    assert m.advance(30 * FS + int(7.2 * FS)) == []
+    (onset,) = m.advance(30 * FS + int(7.3 * FS))  # 4 s + decision delay after the return
+    assert onset.kind == "asystole" and onset.sample == 34 * FS
+    out = m.push([36 * FS], ["N"])
+    assert [a.kind for a in out] == ["asystole"] and m.hr_bpm == 60.0  # no RR across the gap
+
+    m = RhythmMonitor(fs=FS)
+    m.push([FS], ["N"])
+    (late,) = m.signal_off(6 * FS)  # 5 s without a beat on a live signal first: real
+    assert late.kind == "asystole" and late.sample == 5 * FS
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"noise_on_mv": 0.1, "noise_off_mv": 0.2}, "noise_off_mv=0.2"),
+        ({"drift_off_mv_s": -1.0}, "drift_off_mv_s=-1.0"),
+        ({"flat_s": 0.0}, "flat_s=0.0"),
+        ({"flat_mv": 0}, "flat_mv=0"),
+        ({"fs": 8}, "fs=8"),
+    ],
+)
+def test_settings_are_checked(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SignalQuality(**kw)
+
+
+def test_bad_chunks_are_refused():
+    q = SignalQuality()
+    with pytest.raises(ValueError, match="non-finite"):
+        q.push([0.0, float("nan")])
+    with pytest.raises(ValueError, match="1-D"):
+        q.push(np.zeros((2, 2)))
+    assert q.n_samples == 0
