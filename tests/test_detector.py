@@ -19,7 +19,11 @@ def _same(a, b):
     return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize(("db", "name"), [("mitdb", "208"), ("mitdb", "232"), ("svdb", "800")])
+@pytest.mark.parametrize(
+    ("db", "name"),
+    # 108: tall P waves before 135 s, where held-back QRSs get replaced
+    [("mitdb", "208"), ("mitdb", "232"), ("mitdb", "108"), ("svdb", "800")],
+)
 @pytest.mark.parametrize("kind", CHUNKINGS)
 def test_chunk_invariance_on_real_records(record, db, name, kind):
     n = 40_000 if kind in ("1", "7") else 200_000
@@ -55,6 +59,40 @@ def test_apex_is_the_largest_deflection_near_the_beat(record):
     for p in peaks[5:200]:
         seg = np.abs(xf[p - 20 : p + 21])
         assert np.argmax(seg) == 20
+
+
+def _errors(peaks, reference, symbols=None):
+    d2r, r2d = match_beats(peaks, reference, tolerance=54)
+    missed = r2d < 0 if symbols is None else (r2d < 0) & (symbols == "V")
+    return int(missed.sum()), int((d2r < 0).sum())
+
+
+def test_tall_p_waves_are_replaced_by_their_qrs(record):
+    rec = record("mitdb", "108")  # P waves half as tall as the QRS, 1650-1740 s
+    a, b = 1650 * 360, 1740 * 360
+    xf = Bandpass().push(rec.signal[:b])[a:]
+    keep = (rec.beat_samples >= a + 720) & (rec.beat_samples < b - 360)
+    ref = rec.beat_samples[keep] - a
+
+    def errors(params):
+        peaks = OnlinePanTompkins(params=params).push(xf)
+        return _errors(peaks[(peaks >= 720 - 54) & (peaks < b - a - 360 + 54)], ref)
+
+    fn, fp = errors({})
+    fn_off, fp_off = errors({"replace": 0.0})
+    assert fn <= 5 and fp <= 15, (fn, fp)
+    assert fp_off > 3 * fp and fn_off > fn  # the P waves did cost beats and false beats
+
+
+def test_early_pvcs_far_above_the_t_waves_are_beats(record):
+    rec = record("mitdb", "210")  # slow early PVCs at ~0.33 s, small flat T waves
+    xf = Bandpass().push(rec.signal)
+    fn, fp = _errors(OnlinePanTompkins().push(xf), rec.beat_samples, rec.beat_symbols)
+    fn_off, fp_off = _errors(
+        OnlinePanTompkins(params={"t_level": 0.0}).push(xf), rec.beat_samples, rec.beat_symbols
+    )
+    assert fn <= fn_off - 10, (fn, fn_off)
+    assert fp <= fp_off
 
 
 def test_silence_and_flat_line_give_no_beats():
