@@ -44,7 +44,7 @@ lead comes back), unless the 4 s without a beat had passed before the signal wen
 RR interval across a flat stretch is not an RR: no pause, and not in the heart rate.
 
 The live consumer adds two technical alarms that the sample clock cannot see (see
-``stream``): ``signal_loss`` (no samples for 2 s, warning) and ``data_gap`` (a sequence
+``stream``): ``signal_loss`` (no samples for 1.5 s, warning) and ``data_gap`` (a sequence
 jump, warning).
 
 Every alert carries ``sample``: the onset (or event, or end) sample, deterministic; and

@@ -71,8 +71,9 @@ _MAX_STRIPS = {"vtach": 200, "asystole": 200}
 _MAX_STRIPS_OTHER = 5
 #: Latency samples kept in :class:`ConsumerStats` (the most recent).
 KEEP = 200_000
-#: Clock-declared episodes that a data gap can fake: muted when their silence overlaps a gap.
-_GAP_KINDS = frozenset({"asystole", "pause"})
+#: Episodes that a data gap (its flat fill) can fake: muted when their silence, or the first
+#: second of their flat stretch, overlaps a fill.
+_GAP_KINDS = frozenset({"asystole", "pause", "lead_off"})
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class ConsumerStats:
             pause over samples that never came), per kind.
         disconnects: Times the source connection dropped and was made again (a source
             restart, or a frame beyond the size cap cut by ZeroMQ).
+        control_dropped: Control messages (acks) not sent because the source's control
+            socket was not taking them.
         samples: Samples received per bed.
         lost_samples: Samples missing per bed (sequence gaps; filled flat).
         gaps: Sequence gaps per bed.
@@ -121,6 +124,7 @@ class ConsumerStats:
     refused: dict[str, int] = field(default_factory=dict)
     suppressed: dict[str, int] = field(default_factory=dict)
     disconnects: int = 0
+    control_dropped: int = 0
     samples: dict[str, int] = field(default_factory=dict)
     lost_samples: dict[str, int] = field(default_factory=dict)
     gaps: dict[str, int] = field(default_factory=dict)
@@ -151,6 +155,7 @@ class ConsumerStats:
             "refused": dict(self.refused),
             "suppressed": dict(self.suppressed),
             "disconnects": self.disconnects,
+            "control_dropped": self.control_dropped,
             "samples": int(sum(self.samples.values())),
             "samples_per_bed": dict(self.samples),
             "lost_samples": int(sum(self.lost_samples.values())),
@@ -407,12 +412,7 @@ class StreamConsumer:
         self.bound.set()
 
     def _close(self) -> None:
-        try:
-            self._dealer.send(
-                encode_json({"v": 1, "type": "bye", "client": self.identity.decode()})
-            )
-        except zmq.ZMQError:
-            pass
+        self._control({"v": 1, "type": "bye", "client": self.identity.decode()})
         self._sub.disable_monitor()
         for s in (self._sub_events, self._sub, self._dealer, self._pub, self._octl):
             if s is not None:
@@ -612,17 +612,23 @@ class StreamConsumer:
             or (self._received > self._acked and not self._sub.poll(0))
             or now - self._acked_at >= 1.0
         ):
-            self._dealer.send(
-                encode_json(
-                    {
-                        "v": 1,
-                        "type": "ack",
-                        "client": self.identity.decode(),
-                        "received": self._received,
-                    }
-                )
+            self._control(
+                {
+                    "v": 1,
+                    "type": "ack",
+                    "client": self.identity.decode(),
+                    "received": self._received,
+                }
             )
             self._acked, self._acked_at = self._received, now
+
+    def _control(self, body: dict) -> None:
+        """Send a control message without ever blocking: a source that does not read its
+        control socket must not stall us (acks are cumulative; a dropped one is harmless)."""
+        try:
+            self._dealer.send(encode_json(body), zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.control_dropped += 1
 
     def _send_ready(self) -> None:
         body = {"v": 1, "type": "ready", "client": self.identity.decode(), "flow": True}
@@ -631,7 +637,7 @@ class StreamConsumer:
             body["topics"] = [topic(SAMPLES, b).decode() for b in sorted(self.only or ())] + [
                 f"{SAMPLES}.{p}" for p in sorted(self.shards or ())
             ]
-        self._dealer.send(encode_json(body))
+        self._control(body)
         self._ready_sent = True
         self._received = self._acked = 0
 
@@ -865,7 +871,8 @@ class StreamConsumer:
             bed.muted.discard(a.kind)
             return muted
         since = (a.detail or {}).get("since_sample", a.sample)
-        if bed.in_gap(min(since, a.sample), max(a.sample, a.beat_sample or a.sample)):
+        until = a.sample + FS if a.kind == "lead_off" else max(a.sample, a.beat_sample or a.sample)
+        if bed.in_gap(min(since, a.sample), until):
             if a.state == "onset":
                 bed.muted.add(a.kind)
             return True

@@ -85,7 +85,13 @@ class Subscriber:
 
     def _control(self, kind: str, **extra) -> None:
         if self._dealer is not None:
-            self._dealer.send(encode_json({"v": 1, "type": kind, "client": self.identity, **extra}))
+            try:  # never block on a consumer that does not read its control socket
+                self._dealer.send(
+                    encode_json({"v": 1, "type": kind, "client": self.identity, **extra}),
+                    zmq.NOBLOCK,
+                )
+            except zmq.Again:
+                pass
 
     def recv(self, timeout_s: float | None = None) -> dict | None:
         """The next message (dict), or None after ``timeout_s`` seconds without one."""
