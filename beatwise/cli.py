@@ -9,7 +9,7 @@ import sys
 __all__ = ["main"]
 
 #: Modules under beatwise.commands that register subcommands.
-_COMMAND_MODULES = ("data", "detect", "classify", "live", "keys", "docs")
+_COMMAND_MODULES = ("data", "detect", "classify", "live", "keys", "soak", "faults", "docs")
 #: Command groups: name -> help.
 _GROUPS = {
     "eval": "score the pipeline against reference annotations",
