@@ -71,6 +71,42 @@ _MAX_STRIPS = {"vtach": 200, "asystole": 200}
 _MAX_STRIPS_OTHER = 5
 #: Latency samples kept in :class:`ConsumerStats` (the most recent).
 KEEP = 200_000
+
+
+class Recent:
+    """The most recent ``size`` floats, in a buffer allocated up front, so that a long run's
+    memory is flat from its first second. Iterates (and converts with ``np.asarray``) in
+    arrival order.
+
+    Args:
+        size: Values kept. Default :data:`KEEP`.
+    """
+
+    def __init__(self, size: int = KEEP) -> None:
+        self._a = np.empty(size, np.float64)
+        self._n = 0
+
+    def append(self, value: float) -> None:
+        self._a[self._n % len(self._a)] = value
+        self._n += 1
+
+    def __len__(self) -> int:
+        return min(self._n, len(self._a))
+
+    def values(self) -> np.ndarray:
+        if self._n <= len(self._a):
+            return self._a[: self._n].copy()
+        i = self._n % len(self._a)
+        return np.concatenate([self._a[i:], self._a[:i]])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        v = self.values()
+        return v if dtype is None else v.astype(dtype)
+
+    def __iter__(self):
+        return iter(self.values().tolist())
+
+
 #: Episodes that a data gap (its flat fill) can fake: muted when their silence, or the first
 #: second of their flat stretch, overlaps a fill.
 _GAP_KINDS = frozenset({"asystole", "pause", "lead_off"})
@@ -130,8 +166,8 @@ class ConsumerStats:
     gaps: dict[str, int] = field(default_factory=dict)
     beats: int = 0
     alerts: int = 0
-    compute_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
-    label_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP))
+    compute_s: Recent = field(default_factory=Recent)
+    label_latency_s: Recent = field(default_factory=Recent)
     alarm_delay_s: deque[tuple[str, str, float]] = field(default_factory=lambda: deque(maxlen=KEEP))
     cpu_s: float = 0.0
     wall_s: float = 0.0
@@ -360,7 +396,7 @@ class StreamConsumer:
         self.stats = ConsumerStats()
         self.bound = threading.Event()  # set once the output sockets are bound
         self._recent_compute: deque[float] = deque(maxlen=2000)
-        self._recent_beats: deque[float] = deque(maxlen=4000)
+        self._beat_marks: deque[tuple[float, int]] = deque()  # (time, beats) per status
         self._recent_labels: deque[float] = deque(maxlen=2000)
 
     # -- sockets -------------------------------------------------------------------------
@@ -817,7 +853,6 @@ class StreamConsumer:
             bed.seq[BEAT] += 1
             self._emit(BEAT, bed.name, body)
             now = self.clock()
-            self._recent_beats.append(now)
             self.stats.beats += 1
             if rx is not None:
                 self.stats.compute_s.append(now - rx)
@@ -925,7 +960,11 @@ class StreamConsumer:
         if not force and now - self._last_status < self.status_every_s:
             return
         self._last_status = now
-        recent = [t for t in self._recent_beats if now - t <= 5.0]
+        # beats per second over the last 5 s, from the counter (no per-beat bookkeeping)
+        self._beat_marks.append((now, self.stats.beats))
+        while len(self._beat_marks) > 1 and now - self._beat_marks[0][0] > 5.0:
+            self._beat_marks.popleft()
+        t0, b0 = self._beat_marks[0]
         comp = np.asarray(self._recent_compute) * 1000.0
         lab = np.asarray(self._recent_labels)
         body = {
@@ -934,7 +973,7 @@ class StreamConsumer:
             "consumer": self.identity.decode(),
             "model": self.model_name,
             "beds": len(self.beds),
-            "beats_per_s": round(len(recent) / 5.0, 1),
+            "beats_per_s": round((self.stats.beats - b0) / (now - t0), 1) if now > t0 else 0.0,
             "beats": self.stats.beats,
             "alerts": self.stats.alerts,
             "compute_ms": {"p50": _pct(comp, 50), "p99": _pct(comp, 99)},

@@ -275,3 +275,13 @@ def test_the_library_never_imports_replay_or_stream():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_recent_keeps_the_latest_values_in_arrival_order():
+    from stream.consumer import Recent
+
+    r = Recent(3)
+    assert len(r) == 0 and np.asarray(r).tolist() == []
+    for v in range(5):
+        r.append(v)
+    assert len(r) == 3 and list(r) == [2, 3, 4] and np.asarray(r).tolist() == [2, 3, 4]
