@@ -7,8 +7,9 @@ Two kinds of generated block in a markdown file:
 - ``<!-- include: docs/y.md#name -->`` ... ``<!-- end include -->``: a copy of the part of
   ``docs/y.md`` between ``<!-- section: name -->`` and ``<!-- end section -->``;
 - ``<!-- targets: detection -->`` ... ``<!-- end targets -->``: the detection targets of
-  issue 2 against ``docs/results/detect_{mitdb,svdb}.json``, met or not; ``targets: stream``
-  the live-system targets from ``docs/results/bench_stream.json``.
+  issue 2 against ``docs/results/detect_{mitdb,svdb}.json``, met or not; ``targets: stream``,
+  ``restart``, ``soak``: the target rows a benchmark command wrote into its JSON
+  (:data:`BENCH_TARGETS`).
 
 ``beatwise docs`` rewrites them in place; ``beatwise docs --check`` fails when a file is
 stale, and the test suite runs that check, so no figure is typed by hand.
@@ -39,7 +40,7 @@ _INCLUDE = re.compile(
 
 
 _TARGETS = re.compile(
-    r"(?P<open><!-- targets: (?P<kind>detection|stream) -->\n)(?P<body>.*?)"
+    r"(?P<open><!-- targets: (?P<kind>[\w-]+) -->\n)(?P<body>.*?)"
     r"(?P<close><!-- end targets -->)",
     re.DOTALL,
 )
@@ -79,19 +80,32 @@ def detection_targets(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stream_targets(root: Path) -> str:
-    """Markdown table of the targets ``beatwise bench stream`` checked, met or not."""
+#: Benchmarks whose JSON carries its own target rows: ``<!-- targets: KIND -->``.
+BENCH_TARGETS = {
+    "stream": "docs/results/bench_stream.json",
+    "restart": "docs/results/bench_restart.json",
+    "soak": "docs/results/soak.json",
+}
+
+
+def bench_targets(root: Path, kind: str) -> str:
+    """Markdown table of the targets a benchmark command checked, met or not."""
     import json
 
-    report = json.loads((root / "docs/results/bench_stream.json").read_text())
+    if kind not in BENCH_TARGETS:
+        raise ValueError(
+            f"targets block {kind!r}: expected detection or one of {sorted(BENCH_TARGETS)}."
+        )
+    report = json.loads((root / BENCH_TARGETS[kind]).read_text())
     lines = ["| | target | measured | |", "|---|---|---|---|"]
     for t in report["targets"]:
-        met = "met" if t["pass"] else "**not met**"
+        met = {True: "met", False: "**not met**", None: ""}[t["pass"]]
         lines.append(f"| {t['row']} | {t['target']} | {t['measured']} | {met} |")
     lines.append("")
+    machine = report.get("machine", {})
+    cpus = f", {machine['cpus']} CPUs" if "cpus" in machine else ""
     lines.append(
-        f"*From `{report['command']}` ({report['date_utc']}, {report['machine']['cpus']} CPUs, "
-        f"model `{report['model']}`).*"
+        f"*From `{report['command']}` ({report['date_utc']}{cpus}, model `{report['model']}`).*"
     )
     return "\n".join(lines) + "\n"
 
@@ -121,7 +135,8 @@ def render(text: str, *, root: Path) -> str:
         return f"{m['open']}{_section(root / m['path'], m['name'])}{m['close']}"
 
     def targets(m: re.Match) -> str:
-        body = detection_targets(root) if m["kind"] == "detection" else stream_targets(root)
+        kind = m["kind"]
+        body = detection_targets(root) if kind == "detection" else bench_targets(root, kind)
         return f"{m['open']}{body}{m['close']}"
 
     text = _TARGETS.sub(targets, _TABLE.sub(table, text))

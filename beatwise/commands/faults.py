@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import signal
 import subprocess
 import sys
@@ -183,6 +185,7 @@ def _bench_restart(args: argparse.Namespace) -> int:
     result = {
         "command": "beatwise bench restart " + " ".join(sys.argv[3:]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "model": name,
         "record": f"{args.db}/{args.record}",
         "speed": 1,
