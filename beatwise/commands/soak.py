@@ -497,6 +497,7 @@ def _soak(args: argparse.Namespace) -> int:
         )
 
     try:
+        sha = None if model == "rules" else _sha256(model)  # the file that runs, not a later one
         run = run_soak(
             records,
             model=model,
@@ -519,7 +520,7 @@ def _soak(args: argparse.Namespace) -> int:
             "subscribes to the monitor's status (passive) and reads its RSS from /proc",
         },
         "model": args.model,
-        "model_sha256": None if model == "rules" else _sha256(model),
+        "model_sha256": sha,
         "minutes": args.minutes,
         "sample_s": args.sample_s,
         "records": records,
