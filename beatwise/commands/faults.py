@@ -45,7 +45,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
 def _bench_restart(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from beatwise.commands.live import load_classifier
+    from beatwise.commands.live import load_classifier, print_targets
     from stream import StreamConsumer
 
     clf, name = load_classifier(args.model)
@@ -197,9 +197,7 @@ def _bench_restart(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    for row in targets:
-        verdict = {True: "PASS", False: "FAIL", None: "    "}[row["pass"]]
-        print(f"{verdict}  {row['row']}: {row['measured']} (target {row['target']})")
+    print_targets(targets)
     return 0
 
 

@@ -661,6 +661,13 @@ def _vt_segments(
     return out
 
 
+def print_targets(rows: list[dict]) -> None:
+    """One line per target row of a benchmark: PASS, FAIL, or blank for a row without one."""
+    for row in rows:
+        verdict = {True: "PASS", False: "FAIL", None: "    "}[row["pass"]]
+        print(f"{verdict}  {row['row']}: {row['measured']} (target {row['target']})")
+
+
 def _sha256(path: str) -> str | None:
     import hashlib
 
@@ -807,10 +814,6 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    for row in rows:
-        print(
-            f"{'PASS' if row['pass'] else 'FAIL'}  {row['row']}: {row['measured']} "
-            f"(target {row['target']})"
-        )
+    print_targets(rows)
     print(f"bench: written {out}", file=sys.stderr)
     return 0

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from beatwise.commands.live import DEFAULT_MODEL, _sha256
+from beatwise.commands.live import DEFAULT_MODEL, _sha256, print_targets
 
 __all__ = ["memory_growth", "plot_soak", "read_rss_mb", "register", "run_soak", "soak_targets"]
 
@@ -226,9 +226,7 @@ def run_soak(
     from stream import Subscriber
 
     if not minutes > 0 or not sample_s > 0:
-        raise ValueError(
-            f"minutes={minutes!r}, sample_s={sample_s!r}: expected > 0 min and > 0 s."
-        )
+        raise ValueError(f"minutes={minutes!r}, sample_s={sample_s!r}: expected > 0 min and > 0 s.")
     if not Path("/proc/self/status").is_file():
         raise FileNotFoundError(
             "/proc/self/status: the soak reads resident memory from Linux's /proc; "
@@ -259,9 +257,7 @@ def run_soak(
     with open(replay_err, "w") as rerr, open(consumer_err, "w") as cerr:
         replay = subprocess.Popen(replay_cmd, stdout=subprocess.DEVNULL, stderr=rerr, cwd=cwd)
         # headless prints every beat and alert to stdout: not wanted here
-        consumer = subprocess.Popen(
-            consumer_cmd, stdout=subprocess.DEVNULL, stderr=cerr, cwd=cwd
-        )
+        consumer = subprocess.Popen(consumer_cmd, stdout=subprocess.DEVNULL, stderr=cerr, cwd=cwd)
         t0 = time.monotonic()
         deadline = t0 + minutes * 60.0 + _SLACK_S
         next_at = t0
@@ -277,8 +273,7 @@ def run_soak(
                         )
                     if replay.poll() not in (None, 0):
                         raise RuntimeError(
-                            f"soak: the replay failed ({replay.returncode}): "
-                            f"{_tail(replay_err)!r}"
+                            f"soak: the replay failed ({replay.returncode}): {_tail(replay_err)!r}"
                         )
                     msg = sub.recv(timeout_s=max(0.0, min(next_at - now, 0.5)))
                     if msg is not None and msg.get("type") == "status":
@@ -539,10 +534,6 @@ def _soak(args: argparse.Namespace) -> int:
         title=f"soak: {run['beds']} beds, {tot['stream_s'] / 60:.1f} min at --speed max, "
         f"{tot['beats_per_s']} beats/s",
     )
-    for row in rows:
-        print(
-            f"{'PASS' if row['pass'] else 'FAIL'}  {row['row']}: {row['measured']} "
-            f"(target {row['target']})"
-        )
+    print_targets(rows)
     print(f"soak: written {out} and {args.png}", file=sys.stderr)
     return 0
