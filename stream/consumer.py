@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
+import zmq.utils.monitor
 
 from beatwise.bedside import Bedside, Classifier
 from beatwise.classes import CLASSES
@@ -130,8 +131,9 @@ class ConsumerStats:
         refused: Refused messages per reason (:data:`beatwise.protocol.REASONS`).
         suppressed: Alerts not raised because their condition lay in a data gap (asystole,
             pause over samples that never came), per kind.
-        disconnects: Times the source connection dropped and was made again (a source
-            restart, or a frame beyond the size cap cut by ZeroMQ).
+        disconnects: Times the source connection dropped (a source restart, or a frame
+            beyond the size cap cut by ZeroMQ).
+        reconnects: Of those, the ones ZeroMQ gave up on and the consumer reconnected.
         control_dropped: Control messages (acks) not sent because the source's control
             socket was not taking them.
         samples: Samples received per bed.
@@ -160,6 +162,7 @@ class ConsumerStats:
     refused: dict[str, int] = field(default_factory=dict)
     suppressed: dict[str, int] = field(default_factory=dict)
     disconnects: int = 0
+    reconnects: int = 0
     control_dropped: int = 0
     samples: dict[str, int] = field(default_factory=dict)
     lost_samples: dict[str, int] = field(default_factory=dict)
@@ -191,6 +194,7 @@ class ConsumerStats:
             "refused": dict(self.refused),
             "suppressed": dict(self.suppressed),
             "disconnects": self.disconnects,
+            "reconnects": self.reconnects,
             "control_dropped": self.control_dropped,
             "samples": int(sum(self.samples.values())),
             "samples_per_bed": dict(self.samples),
@@ -425,7 +429,10 @@ class StreamConsumer:
         secure_client(self._sub, self.curve)
         # ZeroMQ does not reconnect after it cut a peer for a frame beyond MAXMSGSIZE (a
         # protocol error): we watch for disconnects and reconnect ourselves
-        self._sub_events = self._sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._sub_events = self._sub.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+        )
+        self._cut_at: float | None = None  # a disconnect ZeroMQ has not followed with a retry
         self._sub.connect(self.connect)
         self._dealer = ctx.socket(zmq.DEALER)
         self._dealer.setsockopt(zmq.IDENTITY, self.identity)
@@ -560,8 +567,7 @@ class StreamConsumer:
             ):
                 break
             self._drain_out_control(0)
-            if self._sub_events.poll(0):
-                self._reconnect()
+            self._watch_source()
             if not poller.poll(50):
                 self._ack()
                 self._check_loss()
@@ -601,17 +607,29 @@ class StreamConsumer:
             self._status()
         self._ack(force=True)
 
-    def _reconnect(self) -> None:
-        """The source connection dropped (source gone, or a frame over the size cap): connect
-        afresh. What was lost meanwhile shows as sequence gaps."""
+    def _watch_source(self) -> None:
+        """Reconnect when ZeroMQ will not: after a normal disconnect (the source went away)
+        it retries by itself, but after cutting a peer for a frame over the size cap (a
+        protocol error) it gives the endpoint up. Reconnecting in the first case would race
+        ZeroMQ's own retry (and can trip a libzmq assertion), so we wait half a second for
+        its retry event first. What was lost meanwhile shows as sequence gaps."""
         while self._sub_events.poll(0):
-            self._sub_events.recv_multipart()
-        self.stats.disconnects += 1
-        log.warning(
-            "source %s disconnected (%d so far): reconnecting", self.connect, self.stats.disconnects
-        )
-        self._sub.disconnect(self.connect)
-        self._sub.connect(self.connect)
+            event = zmq.utils.monitor.parse_monitor_message(self._sub_events.recv_multipart())
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self.stats.disconnects += 1
+                self._cut_at = time.monotonic()
+            else:
+                self._cut_at = None
+        if self._cut_at is not None and time.monotonic() - self._cut_at > 0.5:
+            self._cut_at = None
+            self.stats.reconnects += 1
+            log.warning(
+                "source %s cut off and not retried by ZeroMQ (%d so far): reconnecting",
+                self.connect,
+                self.stats.reconnects,
+            )
+            self._sub.disconnect(self.connect)
+            self._sub.connect(self.connect)
 
     def _takes(self, bed: str) -> bool:
         """Whether ``bed`` is this consumer's (``beds`` exact, ``shards`` by prefix)."""

@@ -199,7 +199,7 @@ def test_oversized_frame_is_cut_by_zeromq_and_shows_as_a_gap(tmp_path):
     t.join(60)
     src.close()
     assert not t.errors and not t.is_alive()
-    assert con.stats.disconnects == 1 and con.stats.messages == 9
+    assert con.stats.reconnects == 1 and con.stats.messages == 9
     gaps = [e for e in events if e.get("type") == "alert" and e["kind"] == "data_gap"]
     assert [g["detail"] for g in gaps] == [{"missing_messages": 1, "missing_samples": big}]
     assert con.beds["b1"].side.n_samples == big + 9 * CHUNK  # the clock stayed true
@@ -403,7 +403,6 @@ def test_stalled_subscribers_never_stall_the_consumer(tmp_path):
         publish_control=ep["octl"],
         wait_subscribers=3,
         window=64,
-        subscriber_timeout_s=1.0,
     )
     stalled_passive = Subscriber(ep["out"], ep["octl"], rcvhwm=10)
     stalled_flow = Subscriber(ep["out"], ep["octl"], flow=True, rcvhwm=10)
@@ -422,7 +421,8 @@ def test_stalled_subscribers_never_stall_the_consumer(tmp_path):
     tp.join(10)
     assert not tc.errors and not tp.errors
     assert gaps == 0 and sum(beats.values()) == con.stats.beats > 600  # the reader lost nothing
-    assert len(con.ledger.dropped) == 1  # the stalled flow subscriber, after its timeout
+    # the stalled flow subscriber was dropped from the credit after its timeout (3 s)
+    assert con.ledger.dropped == [stalled_flow.identity.encode()]
     stalled_passive.close()
     stalled_flow.close()
 
