@@ -278,7 +278,7 @@ def test_the_library_never_imports_replay_or_stream():
 
 
 def test_recent_keeps_the_latest_values_in_arrival_order():
-    from stream.consumer import Recent
+    from stream.stats import Recent
 
     r = Recent(3)
     assert len(r) == 0 and np.asarray(r).tolist() == []
