@@ -175,9 +175,6 @@ class StreamConsumer:
             ``{"type": "samples", "bed", "x"}`` and ``{"type": "strip", ...}``).
         window: Credit window towards our own subscribers, messages. Default 4096.
         max_batch: Most source messages taken per processing round. Default 2048.
-        beds_per_batch: Beds whose beats are classified in one model call; a round with
-            more beds is processed (and published) in groups of this many, so the first
-            beds' beats need not wait for every bed's filtering. Default 16.
         signal_loss_s: No samples from a started bed for this long (wall s) -> alarm.
             Default 1.5.
         status_every_s: Publish a status message this often (s). Default 1.0.
@@ -211,7 +208,6 @@ class StreamConsumer:
         listeners: Sequence[Callable[[dict], None]] = (),
         window: int = 4096,
         max_batch: int = 2048,
-        beds_per_batch: int = 16,
         signal_loss_s: float = 1.5,
         status_every_s: float = 1.0,
         model_name: str = "",
@@ -226,11 +222,10 @@ class StreamConsumer:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        if signal_loss_s <= 0 or max_batch < 1 or wait_subscribers < 0 or beds_per_batch < 1:
+        if signal_loss_s <= 0 or max_batch < 1 or wait_subscribers < 0:
             raise ValueError(
                 f"signal_loss_s={signal_loss_s!r}, max_batch={max_batch!r}, "
-                f"wait_subscribers={wait_subscribers!r}, beds_per_batch={beds_per_batch!r}: "
-                "expected > 0 s, >= 1, >= 0, >= 1."
+                f"wait_subscribers={wait_subscribers!r}: expected > 0 s, >= 1, >= 0."
             )
         if max_beds < 1 or not 0 <= max_fill_s <= 3600 or not subscriber_timeout_s > 0:
             raise ValueError(
@@ -260,7 +255,6 @@ class StreamConsumer:
         self.listeners = list(listeners)
         self.window = window
         self.max_batch = max_batch
-        self.beds_per_batch = beds_per_batch
         self.signal_loss_s = signal_loss_s
         self.status_every_s = status_every_s
         self.model_name = model_name
@@ -468,9 +462,8 @@ class StreamConsumer:
                     continue
                 touched[bed] = self.clock()
             self._received += n
-            names = list(touched)
-            for i in range(0, len(names), self.beds_per_batch):
-                self._process({b: touched[b] for b in names[i : i + self.beds_per_batch]})
+            if touched:
+                self._process(touched)
             self._ack()
             self._check_loss()
             self._status()
