@@ -244,24 +244,19 @@ class RhythmMonitor:
         Returns the asystole that had begun before it (4 s without a beat on a live signal),
         if the sample clock has not declared it yet.
         """
-        sample = int(sample)
-        out: list[Alert] = []
-        if (
-            not self._off
-            and "asystole" not in self.active
-            and sample - self._asystole_from > 4.0 * self.fs
-        ):
-            out.append(
-                self._open(
-                    "asystole",
-                    self._asystole_from + int(round(4.0 * self.fs)),
-                    None,
-                    {"since_sample": self._asystole_from},
-                )
-            )
+        out = self._asystole_before(int(sample))
         self._off = True
         self._gap = True
         return out
+
+    def _asystole_before(self, sample: int) -> list[Alert]:
+        """The asystole onset, if more than 4 s without a beat on a live signal lie before
+        ``sample`` and the clock has not declared it yet. ``beat_sample`` is None as when the
+        clock declares it: the same alert whichever way it is found."""
+        if self._off or "asystole" in self.active or sample - self._asystole_from <= 4.0 * self.fs:
+            return []
+        start = self._asystole_from + int(round(4.0 * self.fs))
+        return [self._open("asystole", start, None, {"since_sample": self._asystole_from})]
 
     def signal_on(self, sample: int) -> None:
         """The flat signal moves again at ``sample``: the asystole clock counts from there."""
@@ -284,20 +279,7 @@ class RhythmMonitor:
     def finish(self, clock: int) -> list[Alert]:
         """End of stream at sample ``clock``: resolve pending runs, close open episodes."""
         self._clock = max(self._clock, int(clock))
-        out: list[Alert] = []
-        if (
-            not self._off
-            and "asystole" not in self.active
-            and self._clock - self._asystole_from > 4.0 * self.fs
-        ):
-            out.append(
-                self._open(
-                    "asystole",
-                    self._asystole_from + int(round(4.0 * self.fs)),
-                    None,
-                    {"since_sample": self._asystole_from},
-                )
-            )
+        out = self._asystole_before(self._clock)
         out += self._close_run(self._clock, None)
         for kind in list(self.active):
             out.append(self._close(kind, self._clock, None))
@@ -383,20 +365,7 @@ class RhythmMonitor:
                 f"beat at sample {s}: expected beats in increasing order (last {self._last})."
             )
         # Asystole: a late beat ends it (opening it first if the clock had not yet).
-        if (
-            not self._off
-            and s - self._asystole_from > 4.0 * self.fs
-            and "asystole" not in self.active
-        ):
-            out.append(
-                # beat_sample None as when the clock declares it: the same alert either way
-                self._open(
-                    "asystole",
-                    self._asystole_from + int(round(4.0 * self.fs)),
-                    None,
-                    {"since_sample": self._asystole_from},
-                )
-            )
+        out += self._asystole_before(s)
         if "asystole" in self.active:
             out.append(self._close("asystole", s, s))
         self._asystole_from = s
