@@ -70,6 +70,8 @@ _RING = 256 * FS
 # Strips per bed and kind: every critical event, the first few of the others.
 _MAX_STRIPS = {"vtach": 200, "asystole": 200}
 _MAX_STRIPS_OTHER = 5
+#: Beats whose latencies the status message summarises (the most recent).
+_STATUS_WINDOW = 2000
 #: Episodes that a data gap (its flat fill) can fake: muted when their silence, or the first
 #: second of their flat stretch, overlaps a fill.
 _GAP_KINDS = frozenset({"asystole", "pause", "lead_off"})
@@ -267,9 +269,7 @@ class StreamConsumer:
         self.beds: dict[str, _Bed] = {}
         self.stats = ConsumerStats()
         self.bound = threading.Event()  # set once the output sockets are bound
-        self._recent_compute: deque[float] = deque(maxlen=2000)
         self._beat_marks: deque[tuple[float, int]] = deque()  # (time, beats) per status
-        self._recent_labels: deque[float] = deque(maxlen=2000)
         self._trimmed_at = time.monotonic()
 
     # -- sockets -------------------------------------------------------------------------
@@ -724,31 +724,32 @@ class StreamConsumer:
             }
         )
 
+    @staticmethod
+    def _envelope(bed: _Bed, kind: str) -> dict:
+        """The fields every beat and alert message starts with; takes the topic's next
+        sequence number."""
+        seq = bed.seq[kind]
+        bed.seq[kind] += 1
+        return {"v": 1, "type": kind, "bed": bed.name, "record": bed.record, "seq": seq}
+
     def _publish(self, bed: _Bed, recs: list[dict], alerts: list[Alert], rx: float | None) -> None:
         paced = bool(bed.sent and bed.sent[-1][3])
         for rec in recs:
             body = {
-                "v": 1,
-                "type": "beat",
-                "bed": bed.name,
-                "record": bed.record,
-                "seq": bed.seq[BEAT],
+                **self._envelope(bed, BEAT),
                 **rec,
                 "sample": rec["sample"] + bed.base,
                 "record_sample": rec["sample"] + bed.record_off,
             }
-            bed.seq[BEAT] += 1
             self._emit(BEAT, bed.name, body)
             now = self.clock()
             self.stats.beats += 1
             if rx is not None:
                 self.stats.compute_s.append(now - rx)
-                self._recent_compute.append(now - rx)
             if paced:
                 acq = bed.acquired_at(rec["sample"])
                 if acq is not None:
                     self.stats.label_latency_s.append(self.wall() - acq)
-                    self._recent_labels.append(self.wall() - acq)
         for a in alerts:
             self._alert(bed, a)
 
@@ -756,20 +757,11 @@ class StreamConsumer:
         if a.kind in _GAP_KINDS and self._in_gap(bed, a):
             self.stats.suppressed[a.kind] = self.stats.suppressed.get(a.kind, 0) + 1
             return
-        body = {
-            "v": 1,
-            "type": "alert",
-            "bed": bed.name,
-            "record": bed.record,
-            "seq": bed.seq[ALERT],
-            **a.to_dict(),
-            "name": NAMES[a.kind],
-        }
+        body = {**self._envelope(bed, ALERT), **a.to_dict(), "name": NAMES[a.kind]}
         body["sample"] += bed.base
         body["time_s"] = round(body["sample"] / FS, 3)
         if body["beat_sample"] is not None:
             body["beat_sample"] += bed.base
-        bed.seq[ALERT] += 1
         self._emit(ALERT, bed.name, body)
         self.stats.alerts += 1
         if a.beat_sample is not None and bed.sent and bed.sent[-1][3]:
@@ -855,8 +847,8 @@ class StreamConsumer:
         while len(self._beat_marks) > 1 and now - self._beat_marks[0][0] > 5.0:
             self._beat_marks.popleft()
         t0, b0 = self._beat_marks[0]
-        comp = np.asarray(self._recent_compute) * 1000.0
-        lab = np.asarray(self._recent_labels)
+        comp = self.stats.compute_s.last(_STATUS_WINDOW) * 1000.0
+        lab = self.stats.label_latency_s.last(_STATUS_WINDOW)
         body = {
             "v": 1,
             "type": "status",

@@ -46,6 +46,12 @@ class Recent:
         i = self._n % len(self._a)
         return np.concatenate([self._a[i:], self._a[:i]])
 
+    def last(self, n: int) -> np.ndarray:
+        """The ``n`` most recent values (fewer if fewer came), in arrival order."""
+        k = min(n, len(self))
+        idx = (self._n - k + np.arange(k)) % len(self._a)
+        return self._a[idx]
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         v = self.values()
         return v if dtype is None else v.astype(dtype)

@@ -285,3 +285,4 @@ def test_recent_keeps_the_latest_values_in_arrival_order():
     for v in range(5):
         r.append(v)
     assert len(r) == 3 and list(r) == [2, 3, 4] and np.asarray(r).tolist() == [2, 3, 4]
+    assert r.last(2).tolist() == [3, 4] and r.last(10).tolist() == [2, 3, 4]

@@ -123,7 +123,7 @@ def _bench_restart(args: argparse.Namespace) -> int:
             loss = [t for t, m in old if m.get("kind") == "signal_loss" and m["state"] == "onset"]
             gap = [(t, m) for t, m in new if m.get("kind") == "data_gap"]
             beat = _first_beat_after(new, start_s)
-            lat = [lt for lt in con.stats.label_latency_s][-200:]
+            lat = con.stats.label_latency_s.last(200)
             rows.append(
                 {
                     "restart": k + 1,
@@ -141,7 +141,7 @@ def _bench_restart(args: argparse.Namespace) -> int:
                     )
                     if beat
                     else None,
-                    "label_latency_p50_s": round(float(np.median(lat)), 3) if lat else None,
+                    "label_latency_p50_s": round(float(np.median(lat)), 3) if len(lat) else None,
                 }
             )
             print(f"restart {k + 1}: {rows[-1]}", file=sys.stderr)
