@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beatwise.dsp.detector import OnlinePanTompkins
+from beatwise.dsp.detector import DEFAULT_PARAMS, OnlinePanTompkins
 from beatwise.dsp.filter import Bandpass
 from beatwise.eval.matching import match_beats
 from tests.contracts import CHUNKINGS, chunk_sizes, split
@@ -87,12 +87,31 @@ def test_tall_p_waves_are_replaced_by_their_qrs(record):
 def test_early_pvcs_far_above_the_t_waves_are_beats(record):
     rec = record("mitdb", "210")  # slow early PVCs at ~0.33 s, small flat T waves
     xf = Bandpass().push(rec.signal)
-    fn, fp = _errors(OnlinePanTompkins().push(xf), rec.beat_samples, rec.beat_symbols)
-    fn_off, fp_off = _errors(
-        OnlinePanTompkins(params={"t_level": 0.0}).push(xf), rec.beat_samples, rec.beat_symbols
-    )
+    # the early search-back (next test) rescues most of them too: switch it off (sb_min =
+    # sb_t) to see the T-wave rule alone
+    alone = {"sb_min": DEFAULT_PARAMS["sb_t"]}
+
+    def errors(params):
+        peaks = OnlinePanTompkins(params={**alone, **params}).push(xf)
+        return _errors(peaks, rec.beat_samples, rec.beat_symbols)
+
+    fn, fp = errors({})
+    fn_off, fp_off = errors({"t_level": 0.0})
     assert fn <= fn_off - 10, (fn, fn_off)
     assert fp <= fp_off
+
+
+def test_search_back_finds_small_early_beats_behind_a_pause(record):
+    rec = record("mitdb", "201")  # small aberrated APCs ~0.5 s after a normal beat
+    xf = Bandpass().push(rec.signal)
+
+    def errors(params):
+        return _errors(OnlinePanTompkins(params=params).push(xf), rec.beat_samples)
+
+    fn, fp = errors({})
+    fn_off, fp_off = errors({"sb_min": DEFAULT_PARAMS["sb_t"]})
+    assert fn <= fn_off - 25, (fn, fn_off)
+    assert fp <= fp_off + 2, (fp, fp_off)
 
 
 def test_silence_and_flat_line_give_no_beats():
