@@ -655,10 +655,6 @@ def _training_line(t: dict[str, Any]) -> str:
     )
 
 
-#: Commit whose detector cut the beats the shipped models were trained on (see the report).
-TRAINED_ON_DETECTOR = "141c387"
-
-
 def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
     """Markdown: the target table and per-model tables, from ``(json path, result)`` pairs."""
     by_model = {Path(r["model_file"]).stem: r for _, r in results}
@@ -702,16 +698,12 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
         "",
         "Training ran on prepared arrays (`beatwise train --prepare-only`; windows stored with "
         "8-bit precision for the trip) with `python -m beatwise.model.train`, which needs only "
-        "torch and numpy; `beatwise train` alone does all of it on one machine. Each group's "
+        "torch and numpy (on a GPU when one was lent, else on 2 CPU cores: each model's line "
+        "below says which and how long); `beatwise train` alone does all of it on one "
+        "machine. Each group's "
         "run was chosen on validation macro-F1, and a per-class logit offset was fitted on "
         "the validation beats (`--tune-bias`); test beats and DS2 were never used to choose "
         "anything.",
-        "",
-        f"The shipped models were trained on `cache/beats.npz` as built at commit "
-        f"{TRAINED_ON_DETECTOR}; the detector's later search-back change (3887b38) cuts a "
-        "few more beats (small early ectopics), and the evaluation above runs the current "
-        "detector. The seed split is drawn over reference beats, not detected ones, so the "
-        "test heartbeats and the DS2 records are the same for both.",
     ]
     for _path, r in results:
         name = Path(r["model_file"]).name
