@@ -30,7 +30,9 @@ class Recent:
     """
 
     def __init__(self, size: int = KEEP) -> None:
-        self._a = np.empty(size, np.float64)
+        # written now (np.empty / np.zeros pages are only mapped when first touched, so
+        # the buffer would grow the resident size while it fills)
+        self._a = np.full(size, np.nan, np.float64)
         self._n = 0
 
     def append(self, value: float) -> None:
