@@ -45,6 +45,28 @@ def test_predict_batching_does_not_change_results(untrained):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_predict_runs_the_model_on_a_few_shapes_only(untrained):
+    """However many beats a round brings, the model sees batches of a power-of-two size up
+    to ``batch_size`` (the CPU backend keeps kernels per shape: memory must stay bounded),
+    and the padding rows change no result."""
+    clf = Classifier.load(untrained, batch_size=64)
+    seen = []
+    module = clf.module
+
+    def recording(w, r):
+        seen.append(tuple(w.shape))
+        return module(w, r)
+
+    clf.module = recording
+    beats = _beats(300, seed=1)
+    together = clf.predict(beats)
+    one_by_one = np.concatenate([clf.predict(beats[i : i + 1]) for i in range(0, 300, 7)])
+    for n in range(1, 200):
+        clf.predict(beats[:n])
+    assert {s[0] for s in seen} <= {1, 2, 4, 8, 16, 32, 64}
+    np.testing.assert_allclose(together[::7], one_by_one, atol=1e-6)
+
+
 def test_predict_rejects_wrong_window_width(untrained):
     clf = Classifier.load(untrained)
     bad = Beats(np.zeros(2, np.int64), np.zeros((2, 250), np.float32), np.zeros((2, 3), np.float32))
