@@ -153,6 +153,11 @@ class Bedside:
         self._flat_edges += self.quality.flat_edges
         return beats
 
+    def mark_gap(self, start: int, stop: int) -> None:
+        """Samples ``start..stop-1`` never came (the consumer bridges them flat): the beats'
+        RR context is not measured across them (:meth:`BeatPipeline.mark_gap`)."""
+        self.pipeline.mark_gap(start, stop)
+
     def flush(self) -> Beats:
         """End of stream: the beats still pending."""
         return self.pipeline.flush()

@@ -56,6 +56,11 @@ class BeatPipeline:
         peaks, confirmed = self.detector.push_timed(xf)
         return self.assembler.push(xf, peaks, confirmed)
 
+    def mark_gap(self, start: int, stop: int) -> None:
+        """Samples ``start..stop-1`` never came (bridged by the caller): no RR interval is
+        measured across them (:meth:`BeatAssembler.mark_gap`)."""
+        self.assembler.mark_gap(start, stop)
+
     def flush(self) -> Beats:
         """End of stream: return the beats still pending."""
         peaks, confirmed = self.detector.flush()

@@ -132,9 +132,11 @@ class _Bed:
 
     def fill(self, missing: int) -> None:
         """Bridge ``missing`` samples that never came: flat at the last value, so the sample
-        clock -- and every later R-peak index -- stays true."""
+        clock -- and every later R-peak index -- stays true; no RR interval is measured
+        across them."""
         if missing <= 0:
             return
+        self.side.mark_gap(self.n, self.n + missing)
         last = self.chunks[-1][-1] if self.chunks else self.ring[(self.ring_end - 1) % _RING]
         self.chunks.append(np.full(missing, last, np.float32))
         self.filled.append((self.n, self.n + missing))

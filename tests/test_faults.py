@@ -321,6 +321,11 @@ def test_publisher_killed_and_restarted_gap_reported_and_classification_resumes(
     assert loss == ["onset", "end"]
     after = [e for e in events if e.get("type") == "beat" and e["record_sample"] > resume_s * 360]
     assert len(after) >= 15  # 20 s of record after the restart, classified
+    # no RR interval is measured across the 30-s gap: record 100 has none over 2 s, and
+    # its heart rate stays about 75 bpm on both sides of the gap
+    beats = [e for e in events if e.get("type") == "beat"]
+    assert max(max(e["rr_s"]) for e in beats) < 2.0
+    assert min(e["hr_bpm"] for e in beats) > 50
     assert [e["bed"] for e in events if e.get("type") == "bed"] == ["100"]  # one session
 
 

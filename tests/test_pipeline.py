@@ -79,6 +79,40 @@ def test_long_pause_caps_the_wait_for_the_next_beat():
     assert len(out) == 1 and out.rr[0, 1] == pytest.approx(3.0)  # ... at most 3 s
 
 
+def _gapped(chunks: list[int]) -> Beats:
+    """Beats every 0.8 s; samples 5000-8000 never came (marked before they are pushed)."""
+    x = np.random.default_rng(1).standard_normal(12_000)
+    peaks = np.r_[np.arange(300, 5000, 288), np.arange(8100, 11_700, 288)]
+    a = BeatAssembler(max_delay=100)
+    out, at, marked = [], 0, False
+    for n in chunks:
+        if not marked and at + n > 5000:
+            a.mark_gap(5000, 8000)
+            marked = True
+        p = peaks[(peaks + 50 >= at) & (peaks + 50 < at + n)]
+        out.append(a.push(x[at : at + n], p, p + 50))
+        at += n
+    return Beats.concat([*out, a.flush()], WIDTH)
+
+
+def test_no_rr_interval_is_measured_across_a_data_gap():
+    beats = _gapped([12_000])
+    assert len(beats) == 17 + 13
+    np.testing.assert_allclose(beats.rr, 0.8, rtol=1e-6)  # no 3.5-s "RR", no premature beat
+    for chunks in ([1] * 12_000, [333] * 36, [5000, 3000, 4000], [4999, 2, 7000]):
+        assert _same(_gapped(chunks + [12_000 - sum(chunks)]), beats)
+
+
+def test_a_gap_is_refused_once_beats_after_it_are_out():
+    a = BeatAssembler(max_delay=100)
+    a.push(np.zeros(2000), [400, 700], [450, 750])  # beat 400 emitted
+    with pytest.raises(ValueError, match="gap"):
+        a.mark_gap(300, 500)
+    with pytest.raises(ValueError, match="gap"):
+        a.mark_gap(2100, 2000)
+    a.mark_gap(2000, 2500)  # still fine: after every emitted beat
+
+
 def test_assembler_refuses_bad_peaks_without_losing_state():
     a = BeatAssembler(max_delay=100)
     x = np.zeros(2000)

@@ -67,6 +67,12 @@ class BeatAssembler:
     has passed without one (post-RR is then ``max_post_rr_s``). Both rules depend only on
     sample indices, never on chunking, so any chunking yields the same beats.
 
+    Samples that never came (a data gap, bridged flat by the consumer) are marked with
+    :meth:`mark_gap`: no RR interval is measured across them. The beat before a gap takes its
+    local mean RR as post-RR (as the last beat of a record does), and the RR context starts
+    afresh after it (as at the start of a record), so a gap can neither make the next beats
+    look premature nor the last one look followed by a pause.
+
     Args:
         fs: Sampling rate in Hz. Default 360.
         before: Window samples before the R peak. Default 100.
@@ -108,6 +114,29 @@ class BeatAssembler:
         self._pending: list[list] = []
         self._pre_rrs: list[float] = []
         self._last_r: int | None = None
+        self._gaps: list[tuple[int, int]] = []  # [start, stop) marked, not yet behind us
+
+    def mark_gap(self, start: int, stop: int) -> None:
+        """Samples ``start..stop-1`` (global indices) never came: measure no RR interval
+        across them. Mark a gap before pushing the samples that follow it (its bridging
+        samples may already be in).
+
+        Raises:
+            ValueError: ``stop <= start``, or the gap begins before the last emitted beat
+                (its RR context is already out).
+        """
+        start, stop = int(start), int(stop)
+        floor = self._last_r if self._last_r is not None else -1
+        if stop <= start or start <= floor:
+            raise ValueError(
+                f"gap [{start}, {stop}): expected start < stop and start after the last "
+                f"emitted beat (sample {floor})."
+            )
+        self._gaps.append((start, stop))
+
+    def _gap_between(self, a: int, b: int) -> bool:
+        """Whether a marked gap overlaps the samples between R peaks ``a`` and ``b``."""
+        return any(start < b and a < stop for start, stop in self._gaps)
 
     @property
     def width(self) -> int:
@@ -194,15 +223,22 @@ class BeatAssembler:
                     w = self._pending[0][2] = self._cut(r, pad_end=True)
                 else:
                     break
-            if len(self._pending) > 1 and self._pending[1][1] <= r + self._max_post:
-                post = (self._pending[1][0] - r) / self.fs
+            nxt = self._pending[1][0] if len(self._pending) > 1 else None
+            if nxt is not None and self._pending[1][1] <= r + self._max_post:
+                post = None if self._gap_between(r, nxt) else (nxt - r) / self.fs
             elif self._n - 1 >= r + self._max_post:
-                post = self.max_post_rr_s
+                post = None if self._gap_between(r, r + self._max_post) else self.max_post_rr_s
             elif final:
                 post = None
             else:
                 break
-            pre = (r - self._last_r) / self.fs if self._last_r is not None else None
+            pre = None
+            if self._last_r is not None:
+                if self._gap_between(self._last_r, r):
+                    self._pre_rrs.clear()  # the RR context starts afresh after a gap
+                else:
+                    pre = (r - self._last_r) / self.fs
+            self._gaps = [g for g in self._gaps if g[1] > r]
             if pre is None:
                 pre = post if post is not None else 1.0
             self._pre_rrs.append(pre)
