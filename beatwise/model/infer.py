@@ -40,13 +40,13 @@ class Classifier:
         batch_size: Most beats per forward pass. Default 128.
 
     Every forward pass has one of a few shapes: beats go in passes of ``batch_size``, and
-    the last, shorter pass is padded up to the next power of two. The CPU backend (oneDNN)
-    keeps compiled kernels per input shape; a consumer whose rounds bring any number of
-    beats would otherwise add kernels for hours (measured: random batches of 1-1,500 beats
-    grew a process by 58 MiB, bucketed ones by 4 MiB, ``beatwise bench soak``). Padding rows
-    change no other row's output (the model is per beat in eval mode). 128 is where one core
-    is fastest per beat (inter-patient model: 0.045 ms at 128, 0.079 at 256; seed: 0.093 and
-    0.089).
+    the last, shorter pass is padded up to the next power of two. torch keeps state per
+    input shape on the CPU path (oneDNN kernels, TorchScript's shape-specialised plans); a
+    consumer whose rounds bring any number of beats would otherwise add to it for hours
+    (measured: random batches of 1-1,500 beats grew a process by 58 MiB, bucketed ones by
+    4 MiB; ``beatwise bench soak``). Padding rows change no other row's output (the model is
+    per beat in eval mode). 128 is where one core is fastest per beat (inter-patient model:
+    0.045 ms at 128, 0.079 at 256; seed: 0.093 and 0.089).
     """
 
     def __init__(
