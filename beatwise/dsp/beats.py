@@ -238,7 +238,8 @@ class BeatAssembler:
                     self._pre_rrs.clear()  # the RR context starts afresh after a gap
                 else:
                     pre = (r - self._last_r) / self.fs
-            self._gaps = [g for g in self._gaps if g[1] > r]
+            if self._gaps:
+                self._gaps = [g for g in self._gaps if g[1] > r]
             if pre is None:
                 pre = post if post is not None else 1.0
             self._pre_rrs.append(pre)
