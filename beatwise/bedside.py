@@ -28,6 +28,7 @@ __all__ = [
     "beat_record",
     "decision_delay_s",
     "run_offline",
+    "warm_up",
 ]
 
 
@@ -241,6 +242,22 @@ def run_offline(
     res.beats += recs
     res.alerts += alerts + bed.finish()
     return res
+
+
+def warm_up(classifier: Classifier) -> OfflineResult:
+    """Run one throwaway bed over 8 s of a synthetic ECG in 1-s chunks, its end included
+    (returns what it found: beats at 75 bpm, no alerts).
+
+    numba loads each compiled function at its first call; a live consumer calls this before
+    its first message, so that cost falls neither on the first beats of a run nor on the
+    first bed to end (measured: the round in which 48 beds ended took 40 ms, 7 of them
+    loading the detector's flush).
+    """
+    t = np.arange(8 * 360) / 360.0
+    x = np.zeros_like(t)
+    for r in np.arange(0.4, 8.0, 0.8):  # narrow 1-mV spikes at 75 bpm
+        x += np.exp(-0.5 * ((t - r) / 0.012) ** 2)
+    return run_offline(x, classifier, chunk_samples=360)
 
 
 def _predict(classifier: Classifier, beats: Beats) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 import zmq.utils.monitor
 
-from beatwise.bedside import Bedside, Classifier
+from beatwise.bedside import Bedside, Classifier, warm_up
 from beatwise.classes import CLASSES
 from beatwise.dsp.beats import Beats
 from beatwise.keys import CurveKeys, secure_client, secure_server
@@ -380,6 +380,7 @@ class StreamConsumer:
         """Consume until every bed ended (``until_end``), ``stop`` is set, or
         ``max_duration_s`` (wall s) passed."""
         stop = stop or threading.Event()
+        warm_up(self.classifier)  # load every compiled function before the first message
         self._open()
         cpu0, t0 = time.process_time(), self.clock()
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beatwise.bedside import RuleClassifier, run_offline
+from beatwise.bedside import RuleClassifier, run_offline, warm_up
 from replay import BedSource, ReplayPublisher, load_beds
 from stream import StreamConsumer, Subscriber
 from tests.sources import FakeSource, endpoints
@@ -136,6 +136,14 @@ def test_stream_equals_offline_with_the_shipped_model(tmp_path):
     msgs, *_ = live_run(beds, clf, tmp_path)
     for bed in beds:
         assert_same(msgs, bed, clf)
+
+
+def test_warm_up_runs_beats_through_every_stage():
+    """The consumer's warm-up must reach the classifier, the rhythm rules and the end of a
+    stream, or it warms nothing."""
+    res = warm_up(RuleClassifier())
+    assert len(res.beats) >= 8 and {b["class"] for b in res.beats} == {"N"}
+    assert res.alerts == []
 
 
 def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
