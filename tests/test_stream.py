@@ -172,6 +172,33 @@ def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
     assert con.beds["b1"].side.n_samples == 180  # the sample clock stayed true
 
 
+def test_a_gap_is_filled_flat_then_ramps_to_the_data_that_resumes(tmp_path):
+    """Flat, so a long gap reads as a flat stretch (no asystole, no heart rate across it);
+    no step where the data resumes, which the detector would take for a QRS complex."""
+    src = FakeSource(tmp_path)
+    events = []
+    con = StreamConsumer(
+        RuleClassifier(),
+        connect=src.ep["data"],
+        control=src.ep["ctl"],
+        publish=None,
+        listeners=[events.append],
+    )
+    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 20})
+    t.start()
+    src.handshake()
+    src.send("b1", 0, 0, np.zeros(36, np.float32))
+    src.send("b1", 11, 396, np.ones(36, np.float32))  # seq 1-10 lost: 360 samples
+    src.end("b1", 12, 432)
+    t.join(30)
+    src.close()
+    x = np.concatenate([e["x"] for e in events if e.get("type") == "samples"])
+    assert len(x) == 432 and con.stats.lost_samples["b1"] == 360
+    fill = x[36:396]
+    assert np.all(fill[:270] == 0.0)
+    assert np.all(np.diff(fill[270:]) > 0) and 0.0 < fill[-1] < 1.0
+
+
 class ManualClock:
     """A clock the test moves by hand: signal loss is decided on it, not on wall time."""
 
