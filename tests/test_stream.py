@@ -146,7 +146,9 @@ def test_warm_up_runs_beats_through_every_stage():
     assert res.alerts == []
 
 
-def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
+def _consume(tmp_path, feed):
+    """A consumer (RR rules) on a fake source that ``feed(src)`` drives to its end; returns
+    the consumer and what its listener heard."""
     src = FakeSource(tmp_path)
     events = []
     con = StreamConsumer(
@@ -159,13 +161,21 @@ def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
     t = threading.Thread(target=con.run, kwargs={"max_duration_s": 20})
     t.start()
     src.handshake()
-    x = np.zeros(36, np.float32)
-    src.send("b1", 0, 0, x)
-    src.send("b1", 1, 36, x)
-    src.send("b1", 4, 144, x)  # seq 2 and 3 lost
-    src.end("b1", 5, 180)
+    feed(src)
     t.join(30)
     src.close()
+    return con, events
+
+
+def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
+    def feed(src):
+        x = np.zeros(36, np.float32)
+        src.send("b1", 0, 0, x)
+        src.send("b1", 1, 36, x)
+        src.send("b1", 4, 144, x)  # seq 2 and 3 lost
+        src.end("b1", 5, 180)
+
+    con, events = _consume(tmp_path, feed)
     gaps = [e for e in events if e.get("type") == "alert" and e["kind"] == "data_gap"]
     assert len(gaps) == 1 and gaps[0]["detail"] == {"missing_messages": 2, "missing_samples": 72}
     assert con.stats.gaps["b1"] == 1 and con.stats.lost_samples["b1"] == 72
@@ -175,23 +185,13 @@ def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
 def test_a_gap_is_filled_flat_then_ramps_to_the_data_that_resumes(tmp_path):
     """Flat, so a long gap reads as a flat stretch (no asystole, no heart rate across it);
     no step where the data resumes, which the detector would take for a QRS complex."""
-    src = FakeSource(tmp_path)
-    events = []
-    con = StreamConsumer(
-        RuleClassifier(),
-        connect=src.ep["data"],
-        control=src.ep["ctl"],
-        publish=None,
-        listeners=[events.append],
-    )
-    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 20})
-    t.start()
-    src.handshake()
-    src.send("b1", 0, 0, np.zeros(36, np.float32))
-    src.send("b1", 11, 396, np.ones(36, np.float32))  # seq 1-10 lost: 360 samples
-    src.end("b1", 12, 432)
-    t.join(30)
-    src.close()
+
+    def feed(src):
+        src.send("b1", 0, 0, np.zeros(36, np.float32))
+        src.send("b1", 11, 396, np.ones(36, np.float32))  # seq 1-10 lost: 360 samples
+        src.end("b1", 12, 432)
+
+    con, events = _consume(tmp_path, feed)
     x = np.concatenate([e["x"] for e in events if e.get("type") == "samples"])
     assert len(x) == 432 and con.stats.lost_samples["b1"] == 360
     fill = x[36:396]
