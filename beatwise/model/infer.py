@@ -130,14 +130,15 @@ class Classifier:
         """Run every pass shape twice now: torch's first calls at a new shape cost several
         times a later one (2-10 ms more), which would otherwise land on the first beats of a
         live run -- all beds' first beats come out in the same round."""
-        n = 1
-        while True:
+        for n in sorted({self._pass_size(k) for k in range(1, self.batch_size + 1)}):
             beats = _probe_beats(n)
             self.predict(beats)
             self.predict(beats)
-            if n >= self.batch_size:
-                return
-            n = min(2 * n, self.batch_size)
+
+    def _pass_size(self, k: int) -> int:
+        """The shape a pass of ``k`` beats (1..batch_size) runs at: the next power of two,
+        at most ``batch_size``."""
+        return min(1 << (k - 1).bit_length(), self.batch_size)
 
     def predict(self, beats: Beats) -> np.ndarray:
         """Class probabilities of each beat.
@@ -164,7 +165,7 @@ class Classifier:
             for a in range(0, n, self.batch_size):
                 w, r = window[a : a + self.batch_size], rr[a : a + self.batch_size]
                 k = len(w)
-                pad = min(1 << (k - 1).bit_length(), self.batch_size) - k
+                pad = self._pass_size(k) - k
                 if pad:
                     w = np.concatenate([w, np.zeros((pad, _WIDTH), np.float32)])
                     r = np.concatenate([r, np.ones((pad, 3), np.float32)])
