@@ -113,6 +113,12 @@ def test_evaluate_writes_json_png_and_card(record, tmp_path):
     # the test split scores about a fifth of the six-class reference beats, missed ones included
     assert 0.15 < saved["system"]["n_scored"] / (2273 + 2955) < 0.25
     assert saved["system"]["n_scored"] >= saved["model"]["n"]
+    # one database here: its breakdown is the whole
+    (db,) = saved["by_database"].values()
+    assert db["test_beats"] == saved["model"]["n"]
+    assert db["model_accuracy"] == saved["model_accuracy"]
+    assert db["system_scored"] == saved["system"]["n_scored"]
+    assert db["system_accuracy"] == saved["system_accuracy"]
     card = read_card(model)
     assert card["metrics"]["system_accuracy"] == out["system_accuracy"]
     # the card still matches the model file after the update
@@ -121,4 +127,5 @@ def test_evaluate_writes_json_png_and_card(record, tmp_path):
     Classifier.load(model)
     md = render_report([("r.json", saved)])
     assert "| seed protocol, model accuracy | >= 99.5%" in md  # row present, "not run"
+    assert "By database: mitdb: model " in md
     assert set(CLASSES) <= set(saved["model"]["per_class"])

@@ -468,6 +468,20 @@ def evaluate(
                 differ.append(res.record)
         same = not differ
 
+    # The same two scores per database: mitdb and svdb differ in rate, noise and beats.
+    beat_db = np.asarray(ds["db"])[test]
+    by_db = {}
+    for db in sorted(set(beat_db.tolist())):
+        k = beat_db == db
+        sys_db = system_scores([r for r in results if r.record.startswith(f"{db}/")], scope=scope)
+        by_db[db] = {
+            "test_beats": int(k.sum()),
+            "model_accuracy": float(np.mean(ds["label"][test][k] == probs.argmax(1)[k])),
+            "system_scored": sys_db["n_scored"],
+            "system_missed": sys_db["n_missed"],
+            "system_accuracy": sys_db["accuracy"],
+        }
+
     out: dict[str, Any] = {
         "protocol": protocol,
         "model_file": str(model),
@@ -495,6 +509,7 @@ def evaluate(
         "live_beats_equal_dataset_beats": same,
         "live_beats_differ_in": differ,
         "chunk_samples": chunk,
+        "by_database": by_db,
         "model": model_part,
         "system": system_part,
     }
@@ -655,6 +670,19 @@ def _training_line(t: dict[str, Any]) -> str:
     )
 
 
+def _database_lines(by_db: dict[str, Any]) -> list[str]:
+    """A blank line and the per-database sentence; nothing for results that lack it."""
+    if not by_db:
+        return []
+    parts = [
+        f"{db}: model {_fmt(d['model_accuracy'], True)} of {d['test_beats']} test beats, "
+        f"system {_fmt(d['system_accuracy'], True)} of {d['system_scored']} reference beats "
+        f"({d['system_missed']} missed)"
+        for db, d in by_db.items()
+    ]
+    return ["", "By database: " + "; ".join(parts) + "."]
+
+
 def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
     """Markdown: the target table and per-model tables, from ``(json path, result)`` pairs."""
     by_model = {Path(r["model_file"]).stem: r for _, r in results}
@@ -721,6 +749,7 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
                 f"{r['inference_ms_per_beat']:.3f} ms/beat on one thread. "
                 f"Confusion matrices: [{png}](results/{png})."
             ),
+            *_database_lines(r.get("by_database") or {}),
             "",
             _training_line(r.get("training") or {}),
             "",
