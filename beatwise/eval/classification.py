@@ -670,17 +670,14 @@ def _training_line(t: dict[str, Any]) -> str:
     )
 
 
-def _database_lines(by_db: dict[str, Any]) -> list[str]:
-    """A blank line and the per-database sentence; nothing for results that lack it."""
-    if not by_db:
-        return []
-    parts = [
+def _database_text(by_db: dict[str, Any]) -> str:
+    """One clause per database: model and system accuracy."""
+    return "; ".join(
         f"{db}: model {_fmt(d['model_accuracy'], True)} of {d['test_beats']} test beats, "
         f"system {_fmt(d['system_accuracy'], True)} of {d['system_scored']} reference beats "
         f"({d['system_missed']} missed)"
         for db, d in by_db.items()
-    ]
-    return ["", "By database: " + "; ".join(parts) + "."]
+    )
 
 
 def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
@@ -707,6 +704,10 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
         if len(hits) > 1 and hits[1]:
             value += f" (strict seed balancing: {_fmt(get(hits[1]), pct)})"
         lines.append(f"| {label} | {target} | {ref} | {value} |")
+    seed = by_model.get("beatwise_seed") or {}
+    if seed.get("by_database"):
+        by_db = _database_text(seed["by_database"])
+        lines += ["", f"Seed protocol (beatwise_seed.pt) by database -- {by_db}."]
     lines += [
         "",
         "*From `beatwise eval classify` (docs/results/classify_*.json).*",
@@ -749,7 +750,11 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
                 f"{r['inference_ms_per_beat']:.3f} ms/beat on one thread. "
                 f"Confusion matrices: [{png}](results/{png})."
             ),
-            *_database_lines(r.get("by_database") or {}),
+            *(
+                ["", f"By database: {_database_text(r['by_database'])}."]
+                if r.get("by_database")
+                else []
+            ),
             "",
             _training_line(r.get("training") or {}),
             "",
