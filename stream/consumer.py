@@ -28,6 +28,7 @@ from beatwise.bedside import Bedside, Classifier, warm_up
 from beatwise.classes import CLASSES
 from beatwise.dsp.beats import Beats
 from beatwise.keys import CurveKeys, secure_client, secure_server
+from beatwise.pipeline import bridge
 from beatwise.protocol import (
     ALERT,
     BEAT,
@@ -67,8 +68,6 @@ _STRIP_BEFORE = _STRIP_AFTER = 4 * FS
 # Raw samples kept per bed (trace and strips): more than one processing round can bring
 # (max_batch messages of one bed), so a strip is still whole when its alert comes.
 _RING = 256 * FS
-#: Samples over which a gap's fill ramps to the data that resumes (0.25 s).
-_RAMP = FS // 4
 # Strips per bed and kind: every critical event, the first few of the others.
 _MAX_STRIPS = {"vtach": 200, "asystole": 200}
 _MAX_STRIPS_OTHER = 5
@@ -133,20 +132,13 @@ class _Bed:
         return self.ring[np.arange(a, b) % _RING]
 
     def fill(self, missing: int, toward: float | None = None) -> None:
-        """Bridge ``missing`` samples that never came, so the sample clock -- and every later
-        R-peak index -- stays true; no RR interval is measured across them. Flat at the last
-        value, then, when the first sample after the gap is known (``toward``), a ramp to it
-        over the last :data:`_RAMP` samples: a step there reads as a QRS complex (12 mitdb
-        records, 240 gaps: 17 false beats in the second after the gap with a step, 9 with
-        the ramp)."""
+        """Bridge ``missing`` samples that never came (:func:`beatwise.pipeline.bridge`) and
+        mark them as a gap: no RR interval is measured across them."""
         if missing <= 0:
             return
         self.side.mark_gap(self.n, self.n + missing)
         last = self.chunks[-1][-1] if self.chunks else self.ring[(self.ring_end - 1) % _RING]
-        x = np.full(missing, last, np.float32)
-        if toward is not None:
-            k = min(_RAMP, missing)
-            x[missing - k :] = np.linspace(last, toward, k + 2)[1:-1]
+        x = bridge(missing, float(last), toward)
         self.chunks.append(x)
         self.filled.append((self.n, self.n + missing))
         self.n += missing

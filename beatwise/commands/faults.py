@@ -1,4 +1,11 @@
-"""``beatwise bench restart``: how fast the live system notices a dead publisher and resumes.
+"""Fault benchmarks: ``beatwise bench restart`` and ``beatwise bench gaps``.
+
+``bench gaps`` (offline, the live pipeline objects): 3-s data gaps cut into mitdb records,
+bridged and marked as the consumer does them; counts the detected beats in the second after
+each gap that match no reference beat (within 150 ms), and the reference beats there that
+were missed -- with the gaps marked (the consumer's way) and unmarked (the fill alone).
+
+``bench restart``: how fast the live system notices a dead publisher and resumes.
 
 A consumer (this process, the shipped model) takes one bed from a real-time replay (a child
 process); the replay is killed with SIGKILL and started again, further into the record, a
@@ -40,6 +47,67 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--model", default="models/beatwise_interpatient.pt")
     p.add_argument("--json", dest="out", default="docs/results/bench_restart.json")
     p.set_defaults(func=_bench_restart)
+
+    p = groups["bench"].add_parser(
+        "gaps", help="data gaps bridged as the consumer does: false and missed beats after them"
+    )
+    p.add_argument("--records", default="100,101,103,105,106,113,117,119,200,203,208,233")
+    p.add_argument("--gaps", type=int, default=20, help="gaps per record (default: 20)")
+    p.add_argument("--gap-s", type=float, default=3.0, help="seconds per gap (default: 3)")
+    p.add_argument("--json", dest="out", default="docs/results/bench_gaps.json")
+    p.set_defaults(func=_bench_gaps)
+
+
+def _bench_gaps(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from beatwise.eval.matching import match_beats
+    from beatwise.pipeline import BeatPipeline, bridge
+    from beatwise.records import FS, load_record
+
+    gap, tol = int(round(args.gap_s * FS)), int(round(0.150 * FS))
+    rows, totals = [], {m: {"false": 0, "missed": 0} for m in ("marked", "unmarked")}
+    for name in args.records.split(","):
+        rec = load_record("mitdb", name)
+        starts = np.linspace(30 * FS, len(rec.signal) - 30 * FS, args.gaps).astype(int)
+        x = np.array(rec.signal, np.float64)
+        for g in starts:
+            x[g : g + gap] = bridge(gap, x[g - 1], x[g + gap])
+        row = {"record": f"mitdb/{name}"}
+        for mode in ("marked", "unmarked"):
+            pipe, out, todo = BeatPipeline(), [], list(starts) if mode == "marked" else []
+            for a in range(0, len(x), FS):  # 1-s chunks; a gap marked as its chunk comes
+                while todo and todo[0] < a + FS:
+                    g = int(todo.pop(0))
+                    pipe.mark_gap(g, g + gap)
+                out.append(pipe.push(x[a : a + FS]))
+            det = np.concatenate([b.sample for b in [*out, pipe.flush()]])
+            false = missed = 0
+            for g in starts:
+                e = g + gap
+                after = det[(det >= e) & (det < e + FS)]
+                ref = rec.beat_samples[(rec.beat_samples >= e + tol) & (rec.beat_samples < e + FS)]
+                false += int(np.sum(match_beats(after, rec.beat_samples, tolerance=tol)[0] < 0))
+                missed += int(np.sum(match_beats(ref, det, tolerance=tol)[0] < 0))
+            row[mode] = {"false_beats": false, "missed_beats": missed}
+            totals[mode]["false"] += false
+            totals[mode]["missed"] += missed
+        rows.append(row)
+        print(f"{row['record']}: marked {row['marked']}, unmarked {row['unmarked']}")
+    result = {
+        "command": "beatwise bench gaps " + " ".join(sys.argv[3:]),
+        "gaps": len(rows) * args.gaps,
+        "gap_s": args.gap_s,
+        "window": "the second after each gap's end; false: a detected beat matching no "
+        "reference beat within 150 ms; missed: a reference beat from 150 ms after the end "
+        "on that no detected beat matches",
+        "totals": totals,
+        "records": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{result['gaps']} gaps: {totals}; wrote {args.out}")
+    return 0
 
 
 def _bench_restart(args: argparse.Namespace) -> int:

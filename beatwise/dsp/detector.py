@@ -82,7 +82,11 @@ _RR_MISS = 7  # consecutive RRs outside the regular limits
 _SB_AT = 8  # search back once the clock passes this sample
 _LAST_TYP = 9  # 1 when the last QRS had a typical slope
 _PEND = 10  # 1 while the last QRS is accepted but not yet reported
-_NI = 11
+_NI = 11  # the slots above: saved and restored around a replaceable accept
+_MWI_W = 11  # MWI width in samples (a constant)
+_GAPS = 12  # first samples after the last _NGAPS marked data gaps, oldest first (-1: none)
+_NGAPS = 8
+_NI_ALL = _GAPS + _NGAPS
 
 # Float state slots.
 (
@@ -190,9 +194,27 @@ def _same_complex(is_, fs_, par, apex, amp):
 
 
 @njit(cache=True, inline="always")
+def _gap_between(is_, last, p):
+    """The end (first sample after it) of the latest marked data gap that ends after MWI
+    peak ``last`` and not after ``p``; -1 when none does."""
+    for j in range(_NI_ALL - 1, _GAPS - 1, -1):
+        stop = is_[j]
+        if last < stop <= p:
+            return stop
+    return -1
+
+
+@njit(cache=True, inline="always")
 def _is_twave(is_, fs_, par, p, ai, slope, twave):
     """T-wave discrimination for an MWI peak at ``p`` that passed the thresholds."""
     last = is_[_LAST_P]
+    stop = _gap_between(is_, last, p)
+    if stop >= 0:
+        # The first peak after a data gap: a QRS lost in the gap may have left its T wave
+        # here. Within the T-wave window of the latest such QRS (its MWI peak at most one
+        # MWI width past the gap), a peak under half the slope of the last QRS seen is
+        # taken for that T wave.
+        return p - stop - is_[_MWI_W] < twave and slope < par[_TW] * fs_[_LAST_SLOPE]
     if last < 0:
         return False
     if p - last >= twave:
@@ -234,23 +256,24 @@ def _accept(is_, fs_, par, rr, rr2, p, ai, af, slope, apex, amp, searchback, twa
         if r >= twave and is_[_LAST_TYP] == 1:
             fs_[_TLEVEL] = 0.125 * fs_[_TCUR] + 0.875 * fs_[_TLEVEL]
         fs_[_TCUR] = 0.0
-        k = is_[_NRR] % _NRR_AVG
-        rr[k] = r
-        is_[_NRR] += 1
-        avg2 = rr2.mean()
-        if 0.92 * avg2 <= r <= 1.16 * avg2:
-            # shift into the regular-RR buffer
-            for j in range(_NRR_AVG - 1):
-                rr2[j] = rr2[j + 1]
-            rr2[_NRR_AVG - 1] = r
-            is_[_RR_MISS] = 0
-        else:
-            is_[_RR_MISS] += 1
-            if is_[_RR_MISS] >= _NRR_AVG:
-                # the rhythm changed: trust the recent RRs
-                for j in range(_NRR_AVG):
-                    rr2[j] = rr[j]
+        if _gap_between(is_, last, p) < 0:  # no RR interval across a data gap
+            k = is_[_NRR] % _NRR_AVG
+            rr[k] = r
+            is_[_NRR] += 1
+            avg2 = rr2.mean()
+            if 0.92 * avg2 <= r <= 1.16 * avg2:
+                # shift into the regular-RR buffer
+                for j in range(_NRR_AVG - 1):
+                    rr2[j] = rr2[j + 1]
+                rr2[_NRR_AVG - 1] = r
                 is_[_RR_MISS] = 0
+            else:
+                is_[_RR_MISS] += 1
+                if is_[_RR_MISS] >= _NRR_AVG:
+                    # the rhythm changed: trust the recent RRs
+                    for j in range(_NRR_AVG):
+                        rr2[j] = rr[j]
+                    is_[_RR_MISS] = 0
     is_[_LAST_P] = p
     is_[_LAST_APEX] = apex
     is_[_SB_AT] = p + int(par[_SBRR] * rr2.mean())
@@ -673,10 +696,12 @@ class OnlinePanTompkins:
 
     def _reset(self) -> None:
         self._zi = np.zeros((self._sos.shape[0], 2))
-        self._is = np.zeros(_NI, dtype=np.int64)
+        self._is = np.zeros(_NI_ALL, dtype=np.int64)
         self._is[_LEARNING] = 1
         self._is[_PK_IDX] = -1
         self._is[_LAST_P] = -1
+        self._is[_MWI_W] = self._w
+        self._is[_GAPS:] = -1
         self._fs = np.zeros(_NF)
         self._ring_x = np.zeros(_RING)
         self._ring_b = np.zeros(_RING)
@@ -690,6 +715,31 @@ class OnlinePanTompkins:
     def n_samples(self) -> int:
         """Samples pushed so far."""
         return int(self._is[_G])
+
+    def mark_gap(self, start: int, stop: int) -> None:
+        """Samples ``start..stop-1`` (global indices) never came; the caller bridges them.
+
+        No RR interval is measured across the gap (the RR averages that time search-back
+        keep their values from before it), and the first peak after it faces the T-wave
+        test as if a QRS had come at the gap's end: a QRS lost in the gap leaves its T wave
+        in the data that follows, and a slow peak there is that T wave, not a beat
+        (``beatwise bench gaps``, 12 mitdb records x 20 gaps of 3 s: 8 false beats in the
+        second after a gap unmarked, 3 marked; no more beats missed). Mark a gap before
+        pushing the samples that follow it; a gap that overlaps the last one extends it.
+        The last 8 gaps are kept, so marking gaps early gives the same beats as late.
+
+        Raises:
+            ValueError: ``stop <= start`` or ``start < 0``.
+        """
+        start, stop = int(start), int(stop)
+        if not 0 <= start < stop:
+            raise ValueError(f"gap [{start}, {stop}): expected 0 <= start < stop.")
+        gaps = self._is[_GAPS:]
+        if start <= gaps[-1]:
+            gaps[-1] = max(gaps[-1], stop)
+        else:
+            gaps[:-1] = gaps[1:].copy()
+            gaps[-1] = stop
 
     def push(self, chunk) -> np.ndarray:
         """Push filtered samples (mV); return the R peaks confirmed meanwhile (global indices)."""
