@@ -28,6 +28,7 @@ __all__ = [
     "beat_record",
     "decision_delay_s",
     "run_offline",
+    "takes_template",
     "warm_up",
 ]
 
@@ -119,14 +120,17 @@ class Bedside:
 
     Args:
         fs: Sampling rate, Hz. Default 360.
+        template: Cut beats with their running template (for a classifier that
+            :func:`takes_template`). Default False.
     """
 
-    def __init__(self, *, fs: float = 360.0) -> None:
+    def __init__(self, *, fs: float = 360.0, template: bool = False) -> None:
         self.fs = fs
+        self.template = template
         self._reset()
 
     def _reset(self) -> None:
-        self.pipeline = BeatPipeline(fs=self.fs)
+        self.pipeline = BeatPipeline(fs=self.fs, template=self.template)
         # the assembler's max_delay includes the detector's learning phase
         learn = self.pipeline.assembler.max_delay - self.pipeline.detector.max_delay
         self.rhythm = RhythmMonitor(
@@ -229,7 +233,7 @@ def run_offline(
             once). Any value gives the same beats and alerts.
     """
     x = np.asarray(signal, dtype=np.float32)
-    bed = Bedside()
+    bed = Bedside(template=takes_template(classifier))
     res = OfflineResult()
     step = len(x) if not chunk_samples else int(chunk_samples)
     for i in range(0, len(x), max(step, 1)):
@@ -258,6 +262,12 @@ def warm_up(classifier: Classifier) -> OfflineResult:
     for r in np.arange(0.4, 8.0, 0.8):  # narrow 1-mV spikes at 75 bpm
         x += np.exp(-0.5 * ((t - r) / 0.012) ** 2)
     return run_offline(x, classifier, chunk_samples=360)
+
+
+def takes_template(classifier: Classifier) -> bool:
+    """Whether ``classifier`` needs each beat's running template (a
+    :class:`~beatwise.model.infer.Classifier` whose card says so; False for anything else)."""
+    return bool(getattr(classifier, "takes_template", False))
 
 
 def _predict(classifier: Classifier, beats: Beats) -> np.ndarray:

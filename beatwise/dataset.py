@@ -15,13 +15,14 @@ import os
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from beatwise.classes import CLASSES, SYMBOL_TO_CLASS
-from beatwise.dsp.beats import BeatAssembler, Beats
+from beatwise.dsp.beats import BeatAssembler, Beats, running_template
 from beatwise.eval.matching import match_beats
 from beatwise.parallel import map_in_order
 from beatwise.pipeline import WINDOW_AFTER, WINDOW_BEFORE, BeatPipeline
@@ -154,12 +155,28 @@ class Dataset:
         """Record id (``"db/name"``) of each beat."""
         return self.arrays["record_names"][self.arrays["record"]]
 
-    def beats(self, idx: Any = slice(None)) -> Beats:
-        """The selected rows as :class:`Beats` (windows as float32)."""
+    @cached_property
+    def template(self) -> np.ndarray:
+        """Each beat's running template: :func:`running_template` over its record's beats
+        in order, as the live pipeline computes it (not stored: it follows from the
+        windows)."""
+        rec = self.arrays["record"]
+        window = self.arrays["window"]
+        out = np.empty(window.shape, np.float32)
+        edges = np.flatnonzero(np.diff(rec)) + 1
+        for a, b in zip(np.r_[0, edges], np.r_[edges, len(rec)]):
+            out[a:b] = running_template(window[a:b])
+        return out
+
+    def beats(self, idx: Any = slice(None), *, template: bool = True) -> Beats:
+        """The selected rows as :class:`Beats` (windows as float32; ``template=False``:
+        without templates, as ``BeatPipeline()`` cuts them)."""
+        window = np.asarray(self.arrays["window"][idx], dtype=np.float32)
         return Beats(
             self.arrays["sample"][idx],
-            np.asarray(self.arrays["window"][idx], dtype=np.float32),
+            window,
             self.arrays["rr"][idx],
+            self.template[idx] if template else np.empty((len(window), 0), np.float32),
         )
 
 

@@ -47,12 +47,15 @@ class BeatPipeline:
     Args:
         fs: Sampling rate in Hz; the pipeline is defined at 360 Hz (resample first, as
             :func:`beatwise.records.load_record` does).
+        template: Give each beat its running template, for models that take it
+            (:attr:`beatwise.model.infer.Classifier.takes_template`). Default False.
     """
 
-    def __init__(self, *, fs: float = FS) -> None:
+    def __init__(self, *, fs: float = FS, template: bool = False) -> None:
         if fs != FS:
             raise ValueError(f"fs must be {FS} Hz (resample the record first); got {fs}.")
         self.fs = fs
+        self.template = template
         self._reset()
 
     def _reset(self) -> None:
@@ -63,6 +66,7 @@ class BeatPipeline:
             before=WINDOW_BEFORE,
             after=WINDOW_AFTER,
             max_delay=self.detector.max_delay + self.detector._learn,
+            template=self.template,
         )
 
     @property

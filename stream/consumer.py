@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 import zmq.utils.monitor
 
-from beatwise.bedside import Bedside, Classifier, warm_up
+from beatwise.bedside import Bedside, Classifier, takes_template, warm_up
 from beatwise.classes import CLASSES
 from beatwise.dsp.beats import Beats
 from beatwise.keys import CurveKeys, secure_client, secure_server
@@ -90,7 +90,7 @@ class _Bed:
     whole session of the bed, whatever the source did.
     """
 
-    def __init__(self, name: str, header: dict) -> None:
+    def __init__(self, name: str, header: dict, *, template: bool = False) -> None:
         self.name = name
         self.record = header.get("record")
         first = int(header.get("first_sample", 0))
@@ -98,7 +98,7 @@ class _Bed:
         self.stream_off = first
         self.record_off = first + int(header.get("record_offset", 0))
         self.stream = header.get("stream", "")
-        self.side = Bedside(fs=FS)
+        self.side = Bedside(fs=FS, template=template)
         self.next_seq = int(header["seq"])
         self.n = 0
         self.chunks: list[np.ndarray] = []
@@ -647,7 +647,7 @@ class StreamConsumer:
                 f"bed {name}: not among the {len(self._expected)} beds the source announced.",
                 "unknown_bed",
             )
-        bed = self.beds[name] = _Bed(name, header)
+        bed = self.beds[name] = _Bed(name, header, template=takes_template(self.classifier))
         self.stats.gaps.setdefault(name, 0)
         self.stats.lost_samples.setdefault(name, 0)
         self.stats.samples.setdefault(name, 0)

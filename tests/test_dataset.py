@@ -47,6 +47,12 @@ def test_build_is_deterministic_across_workers(record, tmp_path):
     assert _sha(a) == _sha(b)
     ds = load_dataset(a)
     assert ds.meta["records"] == ["svdb/800", "mitdb/100"]  # the order given, not finishing order
+    # the templates a dataset gives its beats are those the live pipeline gives them
+    for i, (db, name) in enumerate(recs):
+        live = BeatPipeline(template=True).run(record(db, name).signal)
+        rows = np.flatnonzero(ds["record"] == i)
+        np.testing.assert_array_equal(ds.template[rows], live.template)
+        np.testing.assert_array_equal(ds.beats(rows).template, live.template)
 
 
 def test_labels_offsets_and_missed_beats(record):

@@ -21,6 +21,7 @@ def _beats(n: int, seed: int = 0) -> Beats:
         np.arange(n, dtype=np.int64),
         rng.random((n, 280), dtype=np.float32),
         rng.uniform(0.4, 1.2, (n, 3)).astype(np.float32),
+        rng.random((n, 280), dtype=np.float32),
     )
 
 
@@ -69,7 +70,12 @@ def test_predict_runs_the_model_on_a_few_shapes_only(untrained):
 
 def test_predict_rejects_wrong_window_width(untrained):
     clf = Classifier.load(untrained)
-    bad = Beats(np.zeros(2, np.int64), np.zeros((2, 250), np.float32), np.zeros((2, 3), np.float32))
+    bad = Beats(
+        np.zeros(2, np.int64),
+        np.zeros((2, 250), np.float32),
+        np.zeros((2, 3), np.float32),
+        np.zeros((2, 250), np.float32),
+    )
     with pytest.raises(ValueError, match="280"):
         clf.predict(bad)
 
@@ -145,32 +151,47 @@ def tiny_dataset():
     return build_dataset([("mitdb", "208"), ("mitdb", "100")], workers=1)
 
 
-def _tiny_prepared(ds, monkeypatch=None):
+def _tiny_prepared(ds, monkeypatch=None, *, template: bool = False):
     from beatwise.model.protocols import prepare, split_dataset
 
-    prepared = prepare(ds, split_dataset(ds, "seed", seed=0), seed=0, balance="none")
+    prepared = prepare(
+        ds, split_dataset(ds, "seed", seed=0), seed=0, balance="none", template=template
+    )
     rng = np.random.default_rng(0)
     for part, n in (("train", 300), ("val", 100)):
         keep = np.sort(rng.permutation(len(prepared[f"y_{part}"]))[:n])
-        for k in ("x", "rr", "y"):
+        for k in ("x", "rr", "y", "t")[: 4 if template else 3]:
             prepared[f"{k}_{part}"] = prepared[f"{k}_{part}"][keep]
     return prepared
 
 
-def test_tiny_training_export_round_trip(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("template", [False, True])
+def test_tiny_training_export_round_trip(tiny_dataset, tmp_path, template):
     from beatwise.model.train import TrainConfig, fit
 
-    prepared = _tiny_prepared(tiny_dataset)
-    config = TrainConfig(epochs=1, batch_size=64, widths=(8, 16), blocks=1, seed=0)
+    prepared = _tiny_prepared(tiny_dataset, template=template)
+    config = TrainConfig(
+        epochs=1, batch_size=64, widths=(8, 16), blocks=1, seed=0, template=template
+    )
     model, history = fit(prepared, config=config, log=lambda _: None)
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
-    beats = Beats(np.arange(100, dtype=np.int64), prepared["x_val"], prepared["rr_val"])
+    # a template model sees the template: another one changes its output
+    t_val = prepared["t_val"] if template else np.zeros_like(prepared["x_val"])
+    beats = Beats(np.arange(100, dtype=np.int64), prepared["x_val"], prepared["rr_val"], t_val)
+    inputs = [torch.from_numpy(beats.window), torch.from_numpy(beats.rr)]
+    if template:
+        inputs.append(torch.from_numpy(beats.template))
     with torch.inference_mode():
-        before = torch.softmax(
-            model(torch.from_numpy(beats.window), torch.from_numpy(beats.rr)), dim=1
-        ).numpy()
+        before = torch.softmax(model(*inputs), dim=1).numpy()
     path = export_model(model, tmp_path / "tiny.pt", card={"protocol": "seed"})
-    after = Classifier.load(path).predict(beats)
+    clf = Classifier.load(path)
+    assert clf.takes_template is template and ("template" in clf.card["input"]) is template
+    after = clf.predict(beats)
+    if template:
+        with pytest.raises(ValueError, match="template=True"):
+            clf.predict(Beats(beats.sample, beats.window, beats.rr, np.zeros((100, 0), np.float32)))
+    other = clf.predict(Beats(beats.sample, beats.window, beats.rr, 1.0 - beats.template))
+    assert np.abs(other - after).max() > 1e-4 if template else np.array_equal(other, after)
     np.testing.assert_allclose(after, before, atol=1e-5)
     assert (after.argmax(1) == before.argmax(1)).all()
     # same seed, same data: the same weights

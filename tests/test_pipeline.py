@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from beatwise.dsp.beats import BeatAssembler, Beats, minmax
+from beatwise.dsp.beats import BeatAssembler, Beats, minmax, running_template
 from beatwise.eval.matching import match_beats
 from beatwise.pipeline import GAP_RAMP, WINDOW_AFTER, WINDOW_BEFORE, BeatPipeline, bridge
 from tests.contracts import CHUNKINGS, chunk_sizes, split
@@ -12,7 +12,7 @@ WIDTH = WINDOW_BEFORE + WINDOW_AFTER
 
 
 def _run(chunks) -> Beats:
-    p = BeatPipeline()
+    p = BeatPipeline(template=True)
     return Beats.concat([p.push(c) for c in chunks] + [p.flush()], WIDTH)
 
 
@@ -21,6 +21,7 @@ def _same(a: Beats, b: Beats) -> bool:
         np.array_equal(a.sample, b.sample)
         and np.array_equal(a.window, b.window)
         and np.array_equal(a.rr, b.rr)
+        and np.array_equal(a.template, b.template)
     )
 
 
@@ -34,7 +35,7 @@ def test_pipeline_chunk_invariance_on_real_records(record, db, name, kind):
 
 def test_run_equals_push_flush(record):
     x = record("mitdb", "100").signal[:100_000]
-    assert _same(BeatPipeline().run(x), _run([x]))
+    assert _same(BeatPipeline(template=True).run(x), _run([x]))
 
 
 def test_windows_are_cut_around_the_r_peak(record):
@@ -56,6 +57,17 @@ def test_rr_context_in_seconds(record):
     assert pre[0] == post[0]  # the first beat has no predecessor
     np.testing.assert_allclose(local[20], pre[11:21].mean(), rtol=1e-6)
     assert 0.6 < np.median(pre) < 1.0  # record 100: about 75 bpm
+
+
+def test_template_is_the_median_of_the_last_16_windows(record):
+    x = record("mitdb", "119").signal[:200_000]
+    assert BeatPipeline().run(x).template.shape[1] == 0  # only when asked: ~20 us a beat
+    beats = BeatPipeline(template=True).run(x)
+    assert beats.template.shape == beats.window.shape and beats.template.dtype == np.float32
+    np.testing.assert_array_equal(beats.template, running_template(beats.window))
+    np.testing.assert_array_equal(beats.template[0], beats.window[0])  # no history yet
+    np.testing.assert_array_equal(beats.template[1], beats.window[0])
+    np.testing.assert_allclose(beats.template[40], np.median(beats.window[24:40], axis=0))
 
 
 def test_every_beat_is_emitted_once_even_at_the_record_edges():

@@ -111,6 +111,12 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         help="skip fitting: export DIR/weights.pt (+ DIR/history.json) made by "
         "'python -m beatwise.model.train'",
     )
+    p.add_argument(
+        "--template",
+        action="store_true",
+        help="the model also takes each beat's running template (median of the last 16 "
+        "windows) as a second input channel",
+    )
     p.set_defaults(func=_train)
 
     p = groups["eval"].add_parser(
@@ -240,6 +246,7 @@ def _train(args: argparse.Namespace) -> int:
         blocks=args.blocks,
         n_per_epoch=args.n_per_epoch,
         swa_start=args.swa_start,
+        template=args.template,
     )
     if args.tune_bias and args.train_on_val:
         raise ValueError("--tune-bias needs held-out validation beats; drop --train-on-val.")
@@ -256,6 +263,7 @@ def _train(args: argparse.Namespace) -> int:
         balance=args.balance,
         rr_mean_beats=args.rr_mean_beats,
         train_on_val=args.train_on_val,
+        template=args.template,
     )
     info = prepared["info"]
     print(f"prepared in {time.perf_counter() - t0:.0f} s: train {info['train']}, val {info['val']}")
@@ -279,6 +287,12 @@ def _train(args: argparse.Namespace) -> int:
         fit_info = json.loads(hist_path.read_text()) if hist_path.is_file() else {}
         cfg = fit_info.get("config", asdict(config))
         config = TrainConfig(**cfg)
+        if config.template != args.template:
+            raise ValueError(
+                f"{wdir}: trained {'with' if config.template else 'without'} the running "
+                f"template; export it with the options it was prepared with "
+                f"({'' if config.template else 'no '}--template)."
+            )
         if config.rr_key != "rr":
             raise ValueError(
                 f"{wdir}: trained on RR inputs {config.rr_key!r}, not what the pipeline feeds "
@@ -309,7 +323,10 @@ def _train(args: argparse.Namespace) -> int:
 
         model.logit_bias.zero_()
         logits = predict_logits(
-            model, torch.from_numpy(prepared["x_val"]), torch.from_numpy(prepared["rr_val"])
+            model,
+            torch.from_numpy(prepared["x_val"]),
+            torch.from_numpy(prepared["rr_val"]),
+            torch.from_numpy(prepared["t_val"]) if config.template else None,
         ).numpy()
         bias, f1_before, f1_after = tune_logit_bias(logits, prepared["y_val"])
         model.logit_bias.copy_(torch.from_numpy(bias).float())
@@ -332,7 +349,8 @@ def _train(args: argparse.Namespace) -> int:
         "name": out.stem,
         "protocol": args.protocol,
         "architecture": {
-            "type": "BeatResNet (1D-ResNet + RR head)",
+            "type": "BeatResNet (1D-ResNet + RR head)"
+            + (" on window + running template" if config.template else ""),
             "widths": list(config.widths),
             "blocks": config.blocks,
             "parameters": n_params,

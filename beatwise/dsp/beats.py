@@ -8,7 +8,7 @@ import numpy as np
 
 from beatwise.dsp.filter import as_samples
 
-__all__ = ["BeatAssembler", "Beats", "minmax"]
+__all__ = ["TEMPLATE_BEATS", "BeatAssembler", "Beats", "minmax", "running_template"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -21,11 +21,17 @@ class Beats:
             shape ``(n, before + after)``; sample ``before`` is the R peak.
         rr: RR context in seconds, float32, shape ``(n, 3)``: pre-RR, post-RR, local mean RR
             (mean pre-RR of the last ``rr_context`` beats, this one included).
+        template: The stream's running template before each beat, float32, shape like
+            ``window``: the median of the windows of the last :data:`TEMPLATE_BEATS` beats
+            before it (its own window for the first beat); see :func:`running_template`.
+            ``(n, 0)`` when the beats were cut without it (what models without a template
+            input take).
     """
 
     sample: np.ndarray
     window: np.ndarray
     rr: np.ndarray
+    template: np.ndarray
 
     def __len__(self) -> int:
         return len(self.sample)
@@ -33,7 +39,10 @@ class Beats:
     @staticmethod
     def empty(width: int) -> Beats:
         return Beats(
-            np.empty(0, np.int64), np.empty((0, width), np.float32), np.empty((0, 3), np.float32)
+            np.empty(0, np.int64),
+            np.empty((0, width), np.float32),
+            np.empty((0, 3), np.float32),
+            np.empty((0, width), np.float32),
         )
 
     @staticmethod
@@ -45,10 +54,40 @@ class Beats:
             np.concatenate([p.sample for p in parts]),
             np.concatenate([p.window for p in parts]),
             np.concatenate([p.rr for p in parts]),
+            np.concatenate([p.template for p in parts]),
         )
 
     def __getitem__(self, idx) -> Beats:
-        return Beats(self.sample[idx], self.window[idx], self.rr[idx])
+        return Beats(self.sample[idx], self.window[idx], self.rr[idx], self.template[idx])
+
+
+#: Beats in the running template (the median of their windows).
+TEMPLATE_BEATS = 16
+
+
+def running_template(windows: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
+    """The running template before each beat of a stream: the median of the windows of the
+    last :data:`TEMPLATE_BEATS` beats before it; the first beat of a stream, with no
+    history, gets its own window. What the patient's beats usually look like, so the model
+    can tell how this one differs.
+
+    Args:
+        windows: ``(n, width)`` windows of consecutive beats of one stream.
+        history: ``(k, width)`` windows of the beats just before them (k <= TEMPLATE_BEATS).
+            Default: none (the stream starts here).
+
+    Returns:
+        ``(n, width)`` float32.
+    """
+    w = np.asarray(windows, np.float32)
+    past = np.zeros((0, w.shape[1]), np.float32) if history is None else history
+    both = np.concatenate([past, w])
+    out = np.empty_like(w)
+    for i in range(len(w)):
+        j = len(past) + i
+        lo = max(j - TEMPLATE_BEATS, 0)
+        out[i] = w[i] if j == lo else np.median(both[lo:j], axis=0)
+    return out
 
 
 def minmax(window: np.ndarray) -> np.ndarray:
@@ -81,6 +120,8 @@ class BeatAssembler:
         max_post_rr_s: Longest wait for the next beat, seconds. Default 3.0.
         max_delay: Largest detection delay in samples (how far back a peak may lie when it
             is pushed). Default 720 (2 s at 360 Hz), as :class:`OnlinePanTompkins`.
+        template: Give each beat its running template (:func:`running_template`; ~20 us
+            a beat). Default False: ``template`` is then ``(n, 0)``.
     """
 
     def __init__(
@@ -92,6 +133,7 @@ class BeatAssembler:
         rr_context: int = 10,
         max_post_rr_s: float = 3.0,
         max_delay: int = 720,
+        template: bool = False,
     ) -> None:
         if before < 0 or after < 1:
             raise ValueError(f"need before >= 0 and after >= 1 samples; got {before}, {after}.")
@@ -101,6 +143,7 @@ class BeatAssembler:
         self.rr_context = rr_context
         self.max_post_rr_s = max_post_rr_s
         self.max_delay = max_delay
+        self.template = template
         self._max_post = int(round(max_post_rr_s * fs))
         self._keep = max_delay + before + after + 1
         self._reset()
@@ -115,6 +158,7 @@ class BeatAssembler:
         self._pre_rrs: list[float] = []
         self._last_r: int | None = None
         self._gaps: list[tuple[int, int]] = []  # [start, stop) marked, not yet behind us
+        self._recent = np.zeros((0, self.width), np.float32)  # windows of the last beats
 
     def mark_gap(self, start: int, stop: int) -> None:
         """Samples ``start..stop-1`` (global indices) never came: measure no RR interval
@@ -254,8 +298,12 @@ class BeatAssembler:
             self._pending.pop(0)
         if not rows_s:
             return Beats.empty(self.width)
+        windows = minmax(np.asarray(rows_w))
+        if self.template:
+            template = running_template(windows, self._recent)
+            self._recent = np.concatenate([self._recent, windows])[-TEMPLATE_BEATS:]
+        else:
+            template = np.empty((len(windows), 0), np.float32)
         return Beats(
-            np.asarray(rows_s, np.int64),
-            minmax(np.asarray(rows_w)),
-            np.asarray(rows_rr, np.float32),
+            np.asarray(rows_s, np.int64), windows, np.asarray(rows_rr, np.float32), template
         )

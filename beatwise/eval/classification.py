@@ -130,7 +130,7 @@ def _system_record(args: tuple[str, int]) -> SystemRecord:
     record_id, chunk = args
     db, name = record_id.split("/")
     rec = load_record(db, name)
-    pipe = BeatPipeline()
+    pipe = BeatPipeline(template=_WORKER["clf"].takes_template)
     parts = [pipe.push(rec.signal[a : a + chunk]) for a in range(0, len(rec.signal), chunk)]
     parts.append(pipe.flush())
     beats = Beats.concat(parts, parts[-1].window.shape[1])
@@ -431,7 +431,7 @@ def evaluate(
 
     # Model accuracy: the test beats as the dataset holds them.
     test = split.beats["test"]
-    test_beats = ds.beats(test)
+    test_beats = ds.beats(test, template=clf.takes_template)
     probs = clf.predict(test_beats)
     model_part = model_scores(ds["label"][test], probs.argmax(1))
     speed = inference_ms_per_beat(clf, test_beats[: min(len(test), 8192)])
@@ -661,7 +661,8 @@ def _training_line(t: dict[str, Any]) -> str:
         balance = f"{balance}; {n_per_epoch} N drawn afresh every epoch"
     secs = t.get("train_seconds")
     return (
-        f"Training: {arch.get('parameters')} parameters (widths {arch.get('widths')}, "
+        f"Training: {arch.get('type')}, {arch.get('parameters')} parameters (widths "
+        f"{arch.get('widths')}, "
         f"{arch.get('blocks')} blocks per stage), {t.get('model_bytes', 0) / 1024:.0f} KiB; "
         f"balance: {balance}; augmentation: {t.get('augment')}; best of {t.get('epochs_run')} "
         f"epochs: {t.get('best_epoch')} (val macro-F1 {t.get('best_val_macro_f1') or 0:.4f}); "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from beatwise.classes import CLASSES, SYMBOL_TO_CLASS
+from beatwise.dsp.beats import TEMPLATE_BEATS
 from beatwise.pipeline import WINDOW_AFTER, WINDOW_BEFORE
 from beatwise.records import FS
 
@@ -49,9 +50,20 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def base_card() -> dict[str, Any]:
-    """The parts of a card fixed by the pipeline: classes, symbols, rate, window, input spec."""
+def _template_spec() -> dict[str, Any]:
     return {
+        "shape": ["n", WINDOW_BEFORE + WINDOW_AFTER],
+        "dtype": "float32",
+        "units": "the stream's running template: median of the windows of the last "
+        "`beats` beats before this one (its own window for a stream's first beat)",
+        "beats": TEMPLATE_BEATS,
+    }
+
+
+def base_card(*, template: bool = False) -> dict[str, Any]:
+    """The parts of a card fixed by the pipeline: classes, symbols, rate, window, input spec
+    (``template``: the model also takes the running template)."""
+    card = {
         "format": CARD_FORMAT,
         "classes": list(CLASSES),
         "symbols": {c: sorted(s for s, k in SYMBOL_TO_CLASS.items() if k == c) for c in CLASSES},
@@ -81,6 +93,9 @@ def base_card() -> dict[str, Any]:
         },
         "producer": "beatwise.pipeline.BeatPipeline",
     }
+    if template:
+        card["input"]["template"] = _template_spec()
+    return card
 
 
 def write_card(model_path: str | Path, card: dict[str, Any]) -> Path:
@@ -137,6 +152,12 @@ def check_card(card: dict[str, Any], *, model_path: str | Path, verify_sha256: b
         ("input.rr.units", rr.get("units"), "seconds"),
         ("input.rr.columns", rr.get("columns"), expected["input"]["rr"]["columns"]),
     ]
+    template = (
+        (card.get("input") or {}).get("template") if isinstance(card.get("input"), dict) else None
+    )
+    if template is not None:
+        got = template.get("beats") if isinstance(template, dict) else template
+        checks.append(("input.template.beats", got, TEMPLATE_BEATS))
     for field, got, want in checks:
         if got != want:
             raise CardError(

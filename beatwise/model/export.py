@@ -20,7 +20,8 @@ def export_model(
     """Script ``model`` (eval mode, frozen) to ``path`` and write its card beside it.
 
     Args:
-        model: A :class:`BeatResNet` (any ``forward(window, rr) -> logits`` module).
+        model: A :class:`BeatResNet` (any ``forward(window, rr[, template]) -> logits``
+            module; ``template_input`` says whether it takes the template).
         path: Output ``.pt`` file; its folder is created.
         card: Card fields beyond :func:`beatwise.model.card.base_card` (training data,
             split, command, metrics). Default none.
@@ -35,7 +36,7 @@ def export_model(
         warnings.simplefilter("ignore", DeprecationWarning)  # see infer.py
         scripted = torch.jit.freeze(torch.jit.script(model))
         scripted.save(str(path))
-    full = base_card()
+    full = base_card(template=bool(getattr(model, "template_input", False)))
     full.update(card or {})
     write_card(path, full)
     return path

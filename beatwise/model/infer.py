@@ -33,8 +33,8 @@ class Classifier:
     beats of any number of beds batched together.
 
     Args:
-        module: The loaded TorchScript module (inputs ``window (n, 280)``, ``rr (n, 3)``;
-            output logits ``(n, 6)``).
+        module: The loaded TorchScript module (inputs ``window (n, 280)``, ``rr (n, 3)``,
+            and ``template (n, 280)`` when its card lists it; output logits ``(n, 6)``).
         card: Its model card.
         path: Where the model was loaded from (for messages).
         batch_size: Most beats per forward pass. Default 128.
@@ -64,6 +64,8 @@ class Classifier:
         self.path = path
         self.batch_size = batch_size
         self.classes: tuple[str, ...] = tuple(card.get("classes", CLASSES))
+        #: Whether the model takes the running template as a third input (its card says so).
+        self.takes_template = "template" in (card.get("input") or {})
 
     @classmethod
     def load(
@@ -153,26 +155,33 @@ class Classifier:
         """
         window = np.asarray(beats.window, dtype=np.float32)
         rr = np.asarray(beats.rr, dtype=np.float32)
+        template = np.asarray(beats.template, dtype=np.float32)
         if window.ndim != 2 or window.shape[1] != _WIDTH:
             raise ValueError(f"beats.window must have shape (n, {_WIDTH}); got {window.shape}.")
         if rr.shape != (len(window), 3):
             raise ValueError(
                 f"beats.rr must have shape ({len(window)}, 3) seconds; got {rr.shape}."
             )
+        if self.takes_template and template.shape != window.shape:
+            raise ValueError(
+                f"model {self.path} takes each beat's running template: beats.template must "
+                f"have the windows' shape {window.shape}; got {template.shape} (cut the "
+                f"beats with BeatPipeline(template=True))."
+            )
         n = len(window)
         out = np.empty((n, len(self.classes)), np.float32)
         with torch.inference_mode():
             for a in range(0, n, self.batch_size):
-                w, r = window[a : a + self.batch_size], rr[a : a + self.batch_size]
-                k = len(w)
+                part = [window[a : a + self.batch_size], rr[a : a + self.batch_size]]
+                if self.takes_template:
+                    part.append(template[a : a + self.batch_size])
+                k = len(part[0])
                 pad = self._pass_size(k) - k
                 if pad:
-                    w = np.concatenate([w, np.zeros((pad, _WIDTH), np.float32)])
-                    r = np.concatenate([r, np.ones((pad, 3), np.float32)])
-                logits = self.module(
-                    torch.from_numpy(np.ascontiguousarray(w)),
-                    torch.from_numpy(np.ascontiguousarray(r)),
-                )
+                    part = [
+                        np.concatenate([p, np.full((pad, p.shape[1]), 0.5, p.dtype)]) for p in part
+                    ]
+                logits = self.module(*(torch.from_numpy(np.ascontiguousarray(p)) for p in part))
                 out[a : a + k] = torch.softmax(logits[:k], dim=1).numpy()
         return out
 
@@ -189,4 +198,5 @@ def _probe_beats(n: int = 1) -> Beats:
         np.zeros(n, np.int64),
         np.full((n, _WIDTH), 0.5, np.float32),
         np.full((n, 3), 0.8, np.float32),
+        np.full((n, _WIDTH), 0.5, np.float32),
     )

@@ -79,9 +79,13 @@ class BeatResNet(nn.Module):
         rr_hidden: Width of the RR embedding. Default 16.
         head_hidden: Width of the hidden head layer. Default 64.
         dropout: Dropout before the last layer. Default 0.2.
+        template: Also take the stream's running template (a second input channel beside
+            the window): how this beat differs from the patient's recent beats. Default
+            False.
 
     Inputs of ``forward``: ``window`` ``(n, 280)`` float32 min-max scaled to [0, 1];
-    ``rr`` ``(n, 3)`` float32 seconds (pre-RR, post-RR, local mean RR). Output: ``(n,
+    ``rr`` ``(n, 3)`` float32 seconds (pre-RR, post-RR, local mean RR); ``template`` ``(n,
+    280)`` (:func:`beatwise.dsp.beats.running_template`), for template models only. Output: ``(n,
     n_classes)`` logits, plus the ``logit_bias`` buffer (zeros unless tuned on validation,
     see :func:`beatwise.model.train.tune_logit_bias`).
     """
@@ -95,14 +99,16 @@ class BeatResNet(nn.Module):
         rr_hidden: int = 16,
         head_hidden: int = 64,
         dropout: float = 0.2,
+        template: bool = False,
     ) -> None:
         super().__init__()
+        self.template_input = template
         if not widths or blocks < 1:
             raise ValueError(
                 f"need at least one stage and one block; got widths={widths}, blocks={blocks}."
             )
         self.stem = nn.Sequential(
-            nn.Conv1d(1, widths[0], 7, stride=2, padding=3, bias=False),
+            nn.Conv1d(2 if template else 1, widths[0], 7, stride=2, padding=3, bias=False),
             nn.BatchNorm1d(widths[0]),
             nn.ReLU(inplace=True),
             nn.MaxPool1d(3, stride=2, padding=1),
@@ -126,7 +132,15 @@ class BeatResNet(nn.Module):
         # (balanced training shifts the class priors); zeros until then.
         self.register_buffer("logit_bias", torch.zeros(n_classes))
 
-    def forward(self, window: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
-        x = self.body(self.stem(window.unsqueeze(1)))
+    def forward(
+        self, window: torch.Tensor, rr: torch.Tensor, template: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.template_input:
+            if template is None:
+                raise ValueError("this model takes the running template as a third input")
+            x = torch.stack([window, template], dim=1)
+        else:
+            x = window.unsqueeze(1)
+        x = self.body(self.stem(x))
         x = self.pool(x).flatten(1)
         return self.head(torch.cat([x, self.rr(rr_features(rr))], dim=1)) + self.logit_bias

@@ -177,6 +177,7 @@ def prepare(
     balance: str | None = None,
     rr_mean_beats: int | None = None,
     train_on_val: bool = False,
+    template: bool = False,
 ) -> dict[str, Any]:
     """Training and validation arrays of a split, balanced for training.
 
@@ -197,10 +198,13 @@ def prepare(
         train_on_val: Train on the training and the validation part (a refit once the
             settings and the number of epochs were chosen on validation); the validation
             arrays are still returned, for monitoring only. Default False.
+        template: Also return ``t_train`` / ``t_val``, each beat's running template
+            (:attr:`beatwise.dataset.Dataset.template`); SMOTE interpolates it with the
+            window. Default False.
 
     Returns:
-        ``x_train``, ``rr_train``, ``y_train``, ``x_val``, ``rr_val``, ``y_val`` and
-        ``info`` (counts before and after balancing).
+        ``x_train``, ``rr_train``, ``y_train``, ``x_val``, ``rr_val``, ``y_val`` (and
+        ``t_train``, ``t_val``) and ``info`` (counts before and after balancing).
     """
     balance = balance or ("smote" if split.protocol == "seed" else "undersample")
     if balance not in BALANCES:
@@ -209,6 +213,9 @@ def prepare(
     if train_on_val:
         tr = np.sort(np.concatenate([tr, va]))
     x = np.asarray(ds["window"][tr], np.float32)
+    width = x.shape[1]
+    if template:  # balanced together: a synthetic beat's template goes with its window
+        x = np.concatenate([x, ds.template[tr]], axis=1)
     rr = np.asarray(ds["rr"][tr], np.float32)
     if rr_mean_beats is not None:
         if balance != "none":
@@ -226,7 +233,7 @@ def prepare(
             seed=seed,
         )
     out = {
-        "x_train": x,
+        "x_train": np.ascontiguousarray(x[:, :width]),
         "rr_train": rr,
         "y_train": y,
         "x_val": np.asarray(ds["window"][va], np.float32),
@@ -238,12 +245,16 @@ def prepare(
             "seed": seed,
             "rr_mean_beats": rr_mean_beats,
             "train_on_val": train_on_val,
+            "template": template,
             "train_before_balancing": before,
             "train": _counts(y),
             "val": _counts(ds["label"][va]),
             "test": _counts(ds["label"][split.beats["test"]]),
         },
     }
+    if template:
+        out["t_train"] = np.ascontiguousarray(x[:, width:])
+        out["t_val"] = ds.template[va]
     if rr_mean_beats is not None:
         out["rr_run_train"] = rr_run[tr]
         out["rr_run_val"] = rr_run[va]

@@ -72,6 +72,8 @@ class TrainConfig:
             inter-patient validation scores). Default None.
         rr_key: Which RR arrays of the prepared set to use: ``"rr"`` (as the pipeline feeds
             them) or an experiment's, e.g. ``"rr_run"``. Default ``"rr"``.
+        template: Also feed the running template (``t_train`` / ``t_val`` of the prepared
+            set; augmented like the windows, independently). Default False.
     """
 
     epochs: int = 30
@@ -88,6 +90,7 @@ class TrainConfig:
     n_per_epoch: int | None = None
     swa_start: int | None = None
     rr_key: str = "rr"
+    template: bool = False
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -104,7 +107,9 @@ class TrainConfig:
             raise ValueError(f"device must be 'cpu' or 'cuda'; got {self.device!r}.")
 
     def model(self) -> BeatResNet:
-        return BeatResNet(n_classes=N_CLASSES, widths=self.widths, blocks=self.blocks)
+        return BeatResNet(
+            n_classes=N_CLASSES, widths=self.widths, blocks=self.blocks, template=self.template
+        )
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
@@ -128,14 +133,19 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_CLASSES)
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, x: torch.Tensor, rr: torch.Tensor, *, batch_size: int = 8192
+    model: nn.Module,
+    x: torch.Tensor,
+    rr: torch.Tensor,
+    template: torch.Tensor | None = None,
+    *,
+    batch_size: int = 8192,
 ) -> torch.Tensor:
-    """Logits of many beats, in eval mode, batched."""
+    """Logits of many beats, in eval mode, batched (``template`` for template models)."""
     model.eval()
     return (
         torch.cat(
             [
-                model(x[a : a + batch_size], rr[a : a + batch_size])
+                model(*_inputs(x, rr, template, slice(a, a + batch_size)))
                 for a in range(0, len(x), batch_size)
             ]
         )
@@ -201,8 +211,18 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _inputs(x: torch.Tensor, rr: torch.Tensor, template: torch.Tensor | None, idx) -> list:
+    """The model's inputs for rows ``idx``: window, RR and, when given, the template."""
+    return [x[idx], rr[idx]] + ([] if template is None else [template[idx]])
+
+
 def _update_bn(
-    model: nn.Module, x: torch.Tensor, rr: torch.Tensor, gen: torch.Generator, n: int = 20_000
+    model: nn.Module,
+    x: torch.Tensor,
+    rr: torch.Tensor,
+    template: torch.Tensor | None,
+    gen: torch.Generator,
+    n: int = 20_000,
 ) -> None:
     """Recompute batch-norm statistics of averaged weights on (up to ``n``) training beats."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -215,7 +235,7 @@ def _update_bn(
     pick = torch.randperm(len(x), generator=gen, device=x.device)[:n]
     for a in range(0, len(pick), 1024):
         idx = pick[a : a + 1024]
-        model(x[idx], rr[idx])
+        model(*_inputs(x, rr, template, idx))
     for m in bns:
         m.momentum = momenta[m]
     model.eval()
@@ -263,6 +283,12 @@ def fit(
 
     xt, rt, yt = tensors("train")
     xv, rv, yv = tensors("val")
+    tt = tv = None
+    if config.template:
+        tt, tv = (
+            torch.as_tensor(np.asarray(prepared[f"t_{k}"], np.float32), device=dev)
+            for k in ("train", "val")
+        )
     if len(xt) == 0 or len(xv) == 0:
         raise ValueError(f"need training and validation beats; got {len(xt)} and {len(xv)}.")
     counts = torch.bincount(yt, minlength=N_CLASSES).double().clamp(min=1)
@@ -302,10 +328,10 @@ def fit(
         total = 0.0
         for a in range(0, len(order), config.batch_size):
             idx = order[a : a + config.batch_size]
-            xb = xt[idx]
+            xb, rb, *tb = _inputs(xt, rt, tt, idx)
             if config.augment:
-                xb = _augment(xb, gen)
-            loss = loss_fn(model(xb, rt[idx]), yt[idx])
+                xb, tb = _augment(xb, gen), [_augment(t, gen) for t in tb]
+            loss = loss_fn(model(xb, rb, *tb), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -316,9 +342,9 @@ def fit(
             if swa is None:
                 swa = torch.optim.swa_utils.AveragedModel(model)
             swa.update_parameters(model)
-            _update_bn(swa.module, xt, rt, gen)
+            _update_bn(swa.module, xt, rt, tt, gen)
             judged = swa.module
-        logits = predict_logits(judged, xv, rv)
+        logits = predict_logits(judged, xv, rv, tv)
         val_loss = float(val_loss_fn(logits, yv))
         pred = logits.argmax(1).cpu().numpy()
         f1 = macro_f1(y_val, pred)
@@ -368,7 +394,7 @@ def save_prepared(prepared: dict[str, Any], path: str | Path) -> Path:
     for key, value in prepared.items():
         if key == "info":
             members["info"] = np.asarray(json.dumps(value, sort_keys=True))
-        elif key.startswith("x_"):
+        elif key.startswith(("x_", "t_")):
             q = np.rint(np.clip(np.asarray(value, np.float32), 0, 1) * 255).astype(np.uint8)
             members[key + "_q8d"] = np.diff(q, axis=1, prepend=np.uint8(0)).astype(np.uint8)
         else:
