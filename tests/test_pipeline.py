@@ -61,7 +61,7 @@ def test_rr_context_in_seconds(record):
 
 def test_template_is_the_median_of_the_last_16_windows(record):
     x = record("mitdb", "119").signal[:200_000]
-    assert BeatPipeline().run(x).template.shape[1] == 0  # only when asked: ~20 us a beat
+    assert BeatPipeline().run(x).template.shape[1] == 0  # only when asked (a median per beat)
     beats = BeatPipeline(template=True).run(x)
     assert beats.template.shape == beats.window.shape and beats.template.dtype == np.float32
     np.testing.assert_array_equal(beats.template, running_template(beats.window))

@@ -120,8 +120,8 @@ class BeatAssembler:
         max_post_rr_s: Longest wait for the next beat, seconds. Default 3.0.
         max_delay: Largest detection delay in samples (how far back a peak may lie when it
             is pushed). Default 720 (2 s at 360 Hz), as :class:`OnlinePanTompkins`.
-        template: Give each beat its running template (:func:`running_template`; ~20 us
-            a beat). Default False: ``template`` is then ``(n, 0)``.
+        template: Give each beat its running template (:func:`running_template`: a median
+            over 16 windows per beat). Default False: ``template`` is then ``(n, 0)``.
     """
 
     def __init__(
