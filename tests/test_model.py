@@ -111,6 +111,14 @@ def test_corrupt_card(untrained):
         ("fs", 250, "fs is 250"),
         ("classes", ["N", "S", "V", "F", "Q", "/"], "classes"),
         ("window", {"before": 90, "after": 160}, "window.before is 90"),
+        (
+            "input",
+            {
+                "rr": {"units": "seconds", "columns": ["pre_rr", "post_rr", "local_mean_rr"]},
+                "template": {"beats": 8},
+            },
+            "input.template.beats is 8",
+        ),
     ],
 )
 def test_card_mismatch(untrained, field, value, message):
