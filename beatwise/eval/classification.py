@@ -468,6 +468,17 @@ def evaluate(
                 differ.append(res.record)
         same = not differ
 
+    # Where the model errs: test-beat errors per record, most first (the top ten).
+    test_rec = names[ds["record"][test]]
+    wrong = ds["label"][test] != probs.argmax(1)
+    rec_all, n_all = np.unique(test_rec, return_counts=True)
+    rec_bad, n_bad = np.unique(test_rec[wrong], return_counts=True)
+    total = dict(zip(rec_all.tolist(), n_all.tolist()))
+    order = sorted(zip(rec_bad.tolist(), n_bad.tolist()), key=lambda t: (-t[1], t[0]))
+    model_part["errors_by_record"] = [
+        {"record": r, "errors": int(e), "test_beats": int(total[r])} for r, e in order[:10]
+    ]
+
     # The same two scores per database: mitdb and svdb differ in rate, noise and beats.
     beat_db = np.asarray(ds["db"])[test]
     by_db = {}
@@ -754,6 +765,19 @@ def render_report(results: Sequence[tuple[str, dict[str, Any]]]) -> str:
             *(
                 ["", f"By database: {_database_text(r['by_database'])}."]
                 if r.get("by_database")
+                else []
+            ),
+            *(
+                [
+                    "",
+                    "Most test-beat errors: "
+                    + ", ".join(
+                        f"{e['record']} {e['errors']} of {e['test_beats']}"
+                        for e in r["model"]["errors_by_record"]
+                    )
+                    + ".",
+                ]
+                if r["model"].get("errors_by_record")
                 else []
             ),
             "",
