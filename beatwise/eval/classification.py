@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -469,14 +470,12 @@ def evaluate(
         same = not differ
 
     # Where the model errs: test-beat errors per record, most first (the top ten).
-    test_rec = names[ds["record"][test]]
-    wrong = ds["label"][test] != probs.argmax(1)
-    rec_all, n_all = np.unique(test_rec, return_counts=True)
-    rec_bad, n_bad = np.unique(test_rec[wrong], return_counts=True)
-    total = dict(zip(rec_all.tolist(), n_all.tolist()))
-    order = sorted(zip(rec_bad.tolist(), n_bad.tolist()), key=lambda t: (-t[1], t[0]))
+    test_rec = names[ds["record"][test]].tolist()
+    wrong = Counter(r for r, bad in zip(test_rec, ds["label"][test] != probs.argmax(1)) if bad)
+    total = Counter(test_rec)
     model_part["errors_by_record"] = [
-        {"record": r, "errors": int(e), "test_beats": int(total[r])} for r, e in order[:10]
+        {"record": r, "errors": e, "test_beats": total[r]}
+        for r, e in sorted(wrong.items(), key=lambda t: (-t[1], t[0]))[:10]
     ]
 
     # The same two scores per database: mitdb and svdb differ in rate, noise and beats.
