@@ -433,8 +433,8 @@ def evaluate(
     # Model accuracy: the test beats as the dataset holds them.
     test = split.beats["test"]
     test_beats = ds.beats(test, template=clf.takes_template)
-    probs = clf.predict(test_beats)
-    model_part = model_scores(ds["label"][test], probs.argmax(1))
+    y_test, pred = ds["label"][test], clf.predict(test_beats).argmax(1)
+    model_part = model_scores(y_test, pred)
     speed = inference_ms_per_beat(clf, test_beats[: min(len(test), 8192)])
 
     # System accuracy: raw records through the live pipeline objects, chunk by chunk.
@@ -471,7 +471,7 @@ def evaluate(
 
     # Where the model errs: test-beat errors per record, most first (the top ten).
     test_rec = names[ds["record"][test]].tolist()
-    wrong = Counter(r for r, bad in zip(test_rec, ds["label"][test] != probs.argmax(1)) if bad)
+    wrong = Counter(r for r, bad in zip(test_rec, y_test != pred) if bad)
     total = Counter(test_rec)
     model_part["errors_by_record"] = [
         {"record": r, "errors": e, "test_beats": total[r]}
@@ -486,7 +486,7 @@ def evaluate(
         sys_db = system_scores([r for r in results if r.record.startswith(f"{db}/")], scope=scope)
         by_db[db] = {
             "test_beats": int(k.sum()),
-            "model_accuracy": float(np.mean(ds["label"][test][k] == probs.argmax(1)[k])),
+            "model_accuracy": float(np.mean(y_test[k] == pred[k])),
             "system_scored": sys_db["n_scored"],
             "system_missed": sys_db["n_missed"],
             "system_accuracy": sys_db["accuracy"],
