@@ -271,3 +271,35 @@ def test_train_command_end_to_end(tiny_dataset, tmp_path):
     assert card["training"]["epochs_run"] == 1 and card["training"]["logit_bias"] is not None
     assert card["training"]["counts"]["test"]["V"] > 0
     assert os.path.getsize(out) < 5 * 2**20
+
+
+def test_train_in_three_steps_prepare_fit_export(tiny_dataset, tmp_path, capsys):
+    """How the shipped models are made: --prepare-only, the fit anywhere, --weights export."""
+    from beatwise.cli import main
+    from beatwise.dataset import save_dataset
+    from beatwise.model.train import _main as fit_main
+
+    ds_path = save_dataset(tiny_dataset, tmp_path / "beats.npz")
+    prep, run, out = tmp_path / "prep.npz", tmp_path / "run", tmp_path / "m.pt"
+    base = ["train", "--protocol", "seed", "--dataset", str(ds_path), "--balance", "none"]
+    assert main([*base, "--widths", "8,16", "--blocks", "1", "--prepare-only", str(prep)]) == 0
+    fit = ["--out", str(run), "--max-train", "300", "--config", '{"epochs": 1, "batch_size": 64}']
+    assert fit_main([str(prep), *fit]) == 0
+    assert main([*base, "--weights", str(run), "--tune-bias", "--out", str(out)]) == 0
+    card = Classifier.load(out).card
+    # the fit's settings come from the run (prepared with 8,16 x 1), not from the export's options
+    assert card["architecture"]["widths"] == [8, 16] and card["architecture"]["blocks"] == 1
+    assert card["training"]["config"]["epochs"] == 1 and card["training"]["epochs_run"] == 1
+    assert card["training"]["fit_command"].startswith("python -m beatwise.model.train")
+    assert "--prepare-only" in card["training"]["prepare_command"]
+    # the card's command is one that re-makes the model: no fit options it would ignore
+    assert "--weights" in card["command"] and "--tune-bias" in card["command"]
+    for flag in ("--widths", "--epochs", "--blocks", "--lr", "--patience"):
+        assert flag not in card["command"]
+    capsys.readouterr()
+    # fit options beside --weights would be ignored: refused, naming them and their values
+    assert main([*base, "--weights", str(run), "--out", str(out), "--epochs", "5"]) == 2
+    assert "--epochs 5" in capsys.readouterr().err
+    # weights fitted on another prepared set: refused, naming the prepare command to use
+    assert main([*base[:-1], "smote", "--weights", str(run), "--out", str(out)]) == 2
+    assert "--prepare-only" in capsys.readouterr().err

@@ -5,9 +5,27 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 DEFAULT_DATASET = "cache/beats.npz"
+
+#: ``beatwise train`` options that only shape the fit, with their defaults. ``--weights DIR``
+#: takes them from DIR/history.json instead, so they are refused there and left out of the
+#: command line the card records.
+FIT_OPTIONS: dict[str, object] = {
+    "epochs": 30,
+    "patience": 6,
+    "batch_size": 256,
+    "lr": 2e-3,
+    "device": "cpu",
+    "class_weight": "none",
+    "augment": False,
+    "widths": "16,32,64",
+    "blocks": 2,
+    "n_per_epoch": None,
+    "swa_start": None,
+}
 
 
 def register(groups: dict[str, argparse._SubParsersAction]) -> None:
@@ -40,15 +58,28 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument(
         "--out", default=None, help="model file (default: models/beatwise_<protocol>.pt)"
     )
-    p.add_argument("--epochs", type=int, default=30, help="most epochs (default: %(default)s)")
     p.add_argument(
-        "--patience", type=int, default=6, help="early-stopping epochs (default: %(default)s)"
+        "--epochs",
+        type=int,
+        default=FIT_OPTIONS["epochs"],
+        help="most epochs (default: %(default)s)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="(default: %(default)s)")
     p.add_argument(
-        "--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)"
+        "--patience",
+        type=int,
+        default=FIT_OPTIONS["patience"],
+        help="early-stopping epochs (default: %(default)s)",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument(
+        "--batch-size", type=int, default=FIT_OPTIONS["batch_size"], help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=FIT_OPTIONS["lr"],
+        help="peak learning rate (default: %(default)s)",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default=FIT_OPTIONS["device"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="split, balancing and training seed")
     p.add_argument(
@@ -60,16 +91,23 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument(
         "--class-weight",
         choices=("none", "balanced", "sqrt"),
-        default="none",
+        default=FIT_OPTIONS["class_weight"],
         help="loss weights per class (default: %(default)s)",
     )
     p.add_argument("--augment", action="store_true", help="random shift/noise/tilt of windows")
-    p.add_argument("--widths", default="16,32,64", help="channels per stage (default: %(default)s)")
-    p.add_argument("--blocks", type=int, default=2, help="residual blocks per stage (default: 2)")
+    p.add_argument(
+        "--widths", default=FIT_OPTIONS["widths"], help="channels per stage (default: %(default)s)"
+    )
+    p.add_argument(
+        "--blocks",
+        type=int,
+        default=FIT_OPTIONS["blocks"],
+        help="residual blocks per stage (default: %(default)s)",
+    )
     p.add_argument(
         "--n-per-epoch",
         type=int,
-        default=None,
+        default=FIT_OPTIONS["n_per_epoch"],
         help="train each epoch on a fresh random draw of this many N beats (default: all)",
     )
     p.add_argument(
@@ -87,7 +125,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument(
         "--swa-start",
         type=int,
-        default=None,
+        default=FIT_OPTIONS["swa_start"],
         help="from this epoch on, validate and keep the average of the epochs' weights",
     )
     p.add_argument(
@@ -140,14 +178,15 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.set_defaults(func=_report)
 
 
-def _command_line(args: argparse.Namespace) -> str:
-    """The command as typed when run as ``beatwise``; else rebuilt from the parsed options."""
+def _command_line(args: argparse.Namespace, omit: Collection[str] = ()) -> str:
+    """The command as typed when run as ``beatwise``; else rebuilt from the parsed options
+    (but those in ``omit``)."""
     if Path(sys.argv[0]).name == "beatwise":
         return shlex.join(["beatwise", *sys.argv[1:]])
     words = ["beatwise"]
     words += [w for w in (getattr(args, "command", None), getattr(args, "subcommand", None)) if w]
     for key, value in vars(args).items():
-        if key in ("func", "command", "subcommand") or value is None or value is False:
+        if key in ("func", "command", "subcommand", *omit) or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -250,6 +289,13 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.tune_bias and args.train_on_val:
         raise ValueError("--tune-bias needs held-out validation beats; drop --train-on-val.")
+    changed = [k for k, v in FIT_OPTIONS.items() if getattr(args, k) != v]
+    if args.weights and changed:
+        raise ValueError(
+            f"--weights {args.weights}: the fit's settings come from its history.json; drop "
+            + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in changed)
+            + " (they would be ignored)."
+        )
     out = Path(args.out or f"models/beatwise_{args.protocol}.pt")
     ds = load_dataset(args.dataset)
     split = split_dataset(ds, args.protocol, seed=args.seed)
@@ -371,7 +417,7 @@ def _train(args: argparse.Namespace) -> int:
             "device": device,
             "torch": torch.__version__,
         },
-        "command": _command_line(args),
+        "command": _command_line(args, omit=FIT_OPTIONS if args.weights else ()),
         "metrics": None,
     }
     if fit_info.get("command"):
