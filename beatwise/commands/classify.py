@@ -58,27 +58,15 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument(
         "--out", default=None, help="model file (default: models/beatwise_<protocol>.pt)"
     )
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=FIT_OPTIONS["epochs"],
-        help="most epochs (default: %(default)s)",
-    )
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=FIT_OPTIONS["patience"],
-        help="early-stopping epochs (default: %(default)s)",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=FIT_OPTIONS["batch_size"], help="(default: %(default)s)"
-    )
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=FIT_OPTIONS["lr"],
-        help="peak learning rate (default: %(default)s)",
-    )
+    for flag, kind, text in (
+        ("--epochs", int, "most epochs"),
+        ("--patience", int, "early-stopping epochs"),
+        ("--batch-size", int, "beats per step"),
+        ("--lr", float, "peak learning rate"),
+        ("--blocks", int, "residual blocks per stage"),
+    ):
+        default = FIT_OPTIONS[flag[2:].replace("-", "_")]
+        p.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=FIT_OPTIONS["device"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="split, balancing and training seed")
@@ -94,15 +82,14 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         default=FIT_OPTIONS["class_weight"],
         help="loss weights per class (default: %(default)s)",
     )
-    p.add_argument("--augment", action="store_true", help="random shift/noise/tilt of windows")
     p.add_argument(
-        "--widths", default=FIT_OPTIONS["widths"], help="channels per stage (default: %(default)s)"
+        "--augment",
+        action="store_true",
+        default=FIT_OPTIONS["augment"],
+        help="random shift/noise/tilt of windows",
     )
     p.add_argument(
-        "--blocks",
-        type=int,
-        default=FIT_OPTIONS["blocks"],
-        help="residual blocks per stage (default: %(default)s)",
+        "--widths", default=FIT_OPTIONS["widths"], help="channels per stage (default: %(default)s)"
     )
     p.add_argument(
         "--n-per-epoch",
@@ -289,8 +276,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.tune_bias and args.train_on_val:
         raise ValueError("--tune-bias needs held-out validation beats; drop --train-on-val.")
-    changed = [k for k, v in FIT_OPTIONS.items() if getattr(args, k) != v]
-    if args.weights and changed:
+    changed = [k for k, v in FIT_OPTIONS.items() if getattr(args, k) != v] if args.weights else []
+    if changed:
         raise ValueError(
             f"--weights {args.weights}: the fit's settings come from its history.json; drop "
             + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in changed)
