@@ -303,3 +303,7 @@ def test_train_in_three_steps_prepare_fit_export(tiny_dataset, tmp_path, capsys)
     # weights fitted on another prepared set: refused, naming the prepare command to use
     assert main([*base[:-1], "smote", "--weights", str(run), "--out", str(out)]) == 2
     assert "--prepare-only" in capsys.readouterr().err
+    # the run's history.json holds the fit's settings: without it, refused, naming the file
+    (run / "history.json").unlink()
+    assert main([*base, "--weights", str(run), "--out", str(out)]) == 2
+    assert "no history.json" in capsys.readouterr().err

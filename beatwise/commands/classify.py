@@ -280,7 +280,11 @@ def _train(args: argparse.Namespace) -> int:
     if changed:
         raise ValueError(
             f"--weights {args.weights}: the fit's settings come from its history.json; drop "
-            + ", ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in changed)
+            + ", ".join(
+                f"--{k.replace('_', '-')}"
+                + ("" if getattr(args, k) is True else f" {getattr(args, k)}")
+                for k in changed
+            )
             + " (they would be ignored)."
         )
     out = Path(args.out or f"models/beatwise_{args.protocol}.pt")
@@ -312,14 +316,14 @@ def _train(args: argparse.Namespace) -> int:
     fit_info: dict = {}
     if args.weights:
         wdir = Path(args.weights)
-        if not (wdir / "weights.pt").is_file():
-            raise FileNotFoundError(
-                f"--weights {wdir}: no weights.pt there (python -m beatwise.model.train)."
-            )
-        hist_path = wdir / "history.json"
-        fit_info = json.loads(hist_path.read_text()) if hist_path.is_file() else {}
-        cfg = fit_info.get("config", asdict(config))
-        config = TrainConfig(**cfg)
+        for name in ("weights.pt", "history.json"):  # the fit's settings are in the history
+            if not (wdir / name).is_file():
+                raise FileNotFoundError(
+                    f"--weights {wdir}: no {name} there (python -m beatwise.model.train writes "
+                    f"weights.pt and history.json)."
+                )
+        fit_info = json.loads((wdir / "history.json").read_text())
+        config = TrainConfig(**fit_info["config"])
         if config.template != args.template:
             raise ValueError(
                 f"{wdir}: trained {'with' if config.template else 'without'} the running "
