@@ -344,8 +344,15 @@ def load_dataset(path: str | Path) -> Dataset:
         raise FileNotFoundError(
             f"beat dataset {path} not found; build it with 'beatwise dataset build --out {path}'."
         )
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"beat dataset {path} cannot be read as a .npz archive ({type(exc).__name__}: "
+            f"{exc}); it is truncated or not a dataset: rebuild it with "
+            f"'beatwise dataset build --out {path}'."
+        ) from exc
     if "meta" not in arrays or "window" not in arrays:
         raise ValueError(f"{path} is not a BeatWise beat dataset (no 'meta'/'window' arrays).")
     meta = json.loads(str(arrays.pop("meta").reshape(-1)[0]))

@@ -92,6 +92,11 @@ def test_unknown_detector_and_missing_file(tmp_path):
         build_dataset([], detector="xqrs")
     with pytest.raises(FileNotFoundError, match="nothing.npz"):
         load_dataset(tmp_path / "nothing.npz")
+    # not an archive, or one cut short: named, with the command that rebuilds it
+    for name, data in (("text.npz", b"hello\n"), ("cut.npz", b"PK\x03\x04" + bytes(40))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf"beat dataset .*{name} cannot be read.*rebuild"):
+            load_dataset(tmp_path / name)
 
 
 def test_cli_build(record, tmp_path, capsys):

@@ -19,7 +19,7 @@ from beatwise.eval.classification import (
     system_scores,
 )
 from beatwise.model import make_untrained
-from beatwise.model.card import read_card
+from beatwise.model.card import read_card, write_card
 
 N, L, R, A, V, P = range(6)
 
@@ -97,6 +97,18 @@ def test_evaluate_writes_json_png_and_card(record, tmp_path):
         build_dataset([("mitdb", "100"), ("mitdb", "208")], workers=1), tmp_path / "beats.npz"
     )
     model = make_untrained(tmp_path / "m.pt")
+    card = read_card(model)
+    # a seed model is scored on the test part of the split it was trained on: its card says
+    # which; without that, or under the other protocol, evaluation refuses
+    for protocol, fields, message in (
+        ("seed", {}, r"m\.json: protocol None, but --protocol 'seed'"),
+        ("interpatient", {"protocol": "seed"}, r"protocol 'seed', but --protocol 'interpatient'"),
+        ("seed", {"protocol": "seed"}, r"m\.json: training.split.seed is None"),
+    ):
+        write_card(model, {**card, **fields})
+        with pytest.raises(ValueError, match=message):
+            evaluate(model=model, protocol=protocol, json_path=tmp_path / "x.json", dataset=ds_path)
+    write_card(model, {**card, "protocol": "seed", "training": {"split": {"seed": 0}}})
     out = evaluate(
         model=model,
         protocol="seed",

@@ -12,7 +12,7 @@ import torch
 from beatwise.classes import CLASSES
 from beatwise.dsp.beats import Beats
 from beatwise.model import BeatResNet, CardError, Classifier, export_model, make_untrained
-from beatwise.model.card import card_path
+from beatwise.model.card import card_path, read_card
 
 
 def _beats(n: int, seed: int = 0) -> Beats:
@@ -128,6 +128,28 @@ def test_card_mismatch(untrained, field, value, message):
     path.write_text(json.dumps(card))
     with pytest.raises(CardError, match=message):
         Classifier.load(untrained)
+
+
+def test_a_model_trained_on_other_beats_is_refused_by_the_pipeline(untrained):
+    """A --detector biosppy model's card says so; the live pipeline will not feed it."""
+    path = card_path(untrained)
+    card = json.loads(path.read_text())
+    assert card["producer"] == "beatwise.pipeline.BeatPipeline"
+    card["producer"] = "beatwise.dataset.cut_beats(detector='biosppy')"
+    path.write_text(json.dumps(card))
+    with pytest.raises(CardError, match=r"m\.json: producer is .*biosppy"):
+        Classifier.load(untrained)
+    # the mismatch measurement feeds it pipeline beats on purpose
+    assert Classifier.load(untrained, other_beats=True).card["producer"] == card["producer"]
+
+
+def test_export_says_which_beats_the_model_takes(tmp_path):
+    model = BeatResNet(widths=(8, 16), blocks=1).eval()
+    card = read_card(export_model(model, tmp_path / "b.pt", detector="biosppy"))
+    assert "zero-phase" in card["input"]["window"]["units"]
+    assert "biosppy" in card["producer"]
+    with pytest.raises(ValueError, match="detector must be one of .*'hamilton'"):
+        export_model(model, tmp_path / "c.pt", detector="hamilton")
 
 
 def test_export_round_trip_gives_same_predictions(tmp_path):
@@ -300,9 +322,14 @@ def test_train_in_three_steps_prepare_fit_export(tiny_dataset, tmp_path, capsys)
     # fit options beside --weights would be ignored: refused, naming them and their values
     assert main([*base, "--weights", str(run), "--out", str(out), "--epochs", "5"]) == 2
     assert "--epochs 5" in capsys.readouterr().err
+    # the card says which beat split the model was trained on: evaluation makes that one again
+    assert card["training"]["split"]["seed"] == 0
     # weights fitted on another prepared set: refused, naming the prepare command to use
     assert main([*base[:-1], "smote", "--weights", str(run), "--out", str(out)]) == 2
     assert "--prepare-only" in capsys.readouterr().err
+    # ... also when only the split seed differs (a stratified split has the same counts)
+    assert main([*base, "--seed", "1", "--weights", str(run), "--out", str(out)]) == 2
+    assert "seed 0 (here 1)" in capsys.readouterr().err
     # the run's history.json holds the fit's settings: without it, refused, naming the file
     (run / "history.json").unlink()
     assert main([*base, "--weights", str(run), "--out", str(out)]) == 2

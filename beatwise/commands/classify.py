@@ -153,7 +153,6 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="beat dataset (default: %(default)s)")
     p.add_argument("--chunk", type=int, default=360, help="samples per push (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
-    p.add_argument("--seed", type=int, default=None, help="split seed (default: the card's)")
     p.add_argument("--no-card", action="store_true", help="do not copy the metrics into the card")
     p.set_defaults(func=_eval)
 
@@ -395,7 +394,7 @@ def _train(args: argparse.Namespace) -> int:
         "training": {
             "dataset": args.dataset,
             "dataset_detector": ds.meta.get("detector"),
-            "split": split_description(args.protocol, split),
+            "split": split_description(split),
             "balance": info["balance"],
             "counts": {k: info[k] for k in ("train_before_balancing", "train", "val", "test")},
             "config": asdict(config),
@@ -415,14 +414,22 @@ def _train(args: argparse.Namespace) -> int:
         card["training"]["fit_command"] = fit_info["command"]
         prep = fit_info.get("prepared_info", {})
         card["training"]["prepare_command"] = prep.get("prepare_command")
-        if prep.get("train") != info["train"] or prep.get("val") != info["val"]:
+        # The same split and balance as the fit's (stratified splits of another seed have
+        # the same counts, so the counts alone would not tell). Sets prepared before the
+        # template existed say "template": null: they were prepared without it.
+        prep = {**prep, "template": bool(prep.get("template"))}
+        differ = [
+            f"{k} {prep.get(k)!r} (here {info[k]!r})"
+            for k in ("protocol", "seed", "balance", "template", "train", "val")
+            if prep.get(k) != info[k]
+        ]
+        if differ:
             raise ValueError(
-                f"--weights {args.weights}: trained on a prepared set with counts "
-                f"{prep.get('train')} / {prep.get('val')}, but these options prepare "
-                f"{info['train']} / {info['val']}; use the options of its prepare command: "
-                f"{prep.get('prepare_command')}"
+                f"--weights {args.weights}: trained on a prepared set with "
+                + "; ".join(differ)
+                + f"; use the options of its prepare command: {prep.get('prepare_command')}"
             )
-    path = export_model(model, out, card=card)
+    path = export_model(model, out, card=card, detector=ds.meta.get("detector", "pipeline"))
     size = path.stat().st_size
     print(
         f"wrote {path} ({size / 1024:.0f} KiB, {n_params} parameters) and its card "
@@ -432,23 +439,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def split_description(protocol: str, split) -> dict:
-    if protocol == "seed":
+def split_description(split) -> dict:
+    """The card's ``training.split``: enough to make the same split again at evaluation."""
+    if split.protocol == "seed":
         return {
             "kind": "seed: stratified random 80/20 split of the six-class reference beats of all "
             "126 records (fixed seed); 10% of the training part held out for validation",
             "records": "all of mitdb and svdb",
+            "seed": split.seed,
         }
-    from beatwise.model.protocols import interpatient_records
-
-    recs = interpatient_records(
-        [r.split("/")[1] for r in split.test_records if r.startswith("svdb/")]
-    )
     return {
         "kind": "inter-patient: train DS1 + paced 102 104 107 217 + svdb 800-859 (a quarter of "
-        "those records held out for validation); test DS2 + svdb 860-894",
+        "DS1 and of svdb 800-859 held out for validation); test DS2 + svdb 860-894",
         "test_records": split.test_records,
-        "val_records": recs["val"],
+        "val_records": split.val_records,
     }
 
 
@@ -466,7 +470,6 @@ def _eval(args: argparse.Namespace) -> int:
             dataset=args.dataset,
             chunk=args.chunk,
             workers=args.workers,
-            seed=args.seed,
             update_card=not args.no_card,
             command=_command_line(args),
             on_start=lambda n: progress.update(task, total=n),

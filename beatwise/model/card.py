@@ -20,6 +20,7 @@ from beatwise.records import FS
 __all__ = [
     "CARD_FORMAT",
     "CardError",
+    "WINDOW_SOURCES",
     "base_card",
     "card_path",
     "check_card",
@@ -60,9 +61,29 @@ def _template_spec() -> dict[str, Any]:
     }
 
 
-def base_card(*, template: bool = False) -> dict[str, Any]:
+#: What the window input is, by the dataset's beat cutter (``beatwise dataset build
+#: --detector``), and what produced it.
+WINDOW_SOURCES: dict[str, tuple[str, str]] = {
+    "pipeline": (
+        "causally bandpassed ECG (0.5-40 Hz), min-max scaled to [0, 1] per beat",
+        "beatwise.pipeline.BeatPipeline",
+    ),
+    "biosppy": (
+        "zero-phase bandpassed ECG (0.5-40 Hz, offline), cut at biosppy Hamilton R peaks, "
+        "min-max scaled to [0, 1] per beat: NOT what the live pipeline feeds (the seed's "
+        "offline variant, kept to measure the train/serve mismatch)",
+        "beatwise.dataset.cut_beats(detector='biosppy')",
+    ),
+}
+
+
+def base_card(*, template: bool = False, detector: str = "pipeline") -> dict[str, Any]:
     """The parts of a card fixed by the pipeline: classes, symbols, rate, window, input spec
-    (``template``: the model also takes the running template)."""
+    (``template``: the model also takes the running template; ``detector``: the beat cutter
+    of the training beats, a key of :data:`WINDOW_SOURCES`)."""
+    if detector not in WINDOW_SOURCES:
+        raise ValueError(f"detector must be one of {tuple(WINDOW_SOURCES)}; got {detector!r}.")
+    units, producer = WINDOW_SOURCES[detector]
     card = {
         "format": CARD_FORMAT,
         "classes": list(CLASSES),
@@ -78,7 +99,7 @@ def base_card(*, template: bool = False) -> dict[str, Any]:
             "window": {
                 "shape": ["n", WINDOW_BEFORE + WINDOW_AFTER],
                 "dtype": "float32",
-                "units": "causally bandpassed ECG (0.5-40 Hz), min-max scaled to [0, 1] per beat",
+                "units": units,
             },
             "rr": {
                 "shape": ["n", 3],
@@ -91,7 +112,7 @@ def base_card(*, template: bool = False) -> dict[str, Any]:
             "shape": ["n", len(CLASSES)],
             "meaning": "logits in 'classes' order (softmax gives probabilities)",
         },
-        "producer": "beatwise.pipeline.BeatPipeline",
+        "producer": producer,
     }
     if template:
         card["input"]["template"] = _template_spec()
@@ -129,14 +150,35 @@ def read_card(model_path: str | Path) -> dict[str, Any]:
     return card
 
 
-def check_card(card: dict[str, Any], *, model_path: str | Path, verify_sha256: bool = True) -> None:
+def check_card(
+    card: dict[str, Any],
+    *,
+    model_path: str | Path,
+    verify_sha256: bool = True,
+    other_beats: bool = False,
+) -> None:
     """Check that a card matches what the pipeline feeds and the model file beside it.
+
+    Args:
+        card: The card.
+        model_path: The model file it describes.
+        verify_sha256: Check the card's sha256 against the model file. Default True.
+        other_beats: Accept a model trained on beats the pipeline does not cut (the
+            ``--detector biosppy`` variant), for the one place that feeds it pipeline beats on
+            purpose: the mismatch measurement of ``beatwise eval classify``. Default False.
 
     Raises:
         CardError: naming the card, the field, the value found and the value expected.
     """
     path = card_path(model_path)
     expected = base_card()
+    if not other_beats and card.get("producer") != expected["producer"]:
+        raise CardError(
+            f"model card {path}: producer is {card.get('producer')!r}: the model was trained on "
+            f"beats that {expected['producer']} does not cut, so the live pipeline would feed "
+            f"it beats unlike its training beats; use a model trained on "
+            f"'beatwise dataset build' beats (e.g. models/beatwise_interpatient.pt)."
+        )
     checks: list[tuple[str, Any, Any]] = [
         ("format", card.get("format"), CARD_FORMAT),
         ("classes", card.get("classes"), expected["classes"]),

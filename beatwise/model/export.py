@@ -15,7 +15,11 @@ __all__ = ["export_model", "make_untrained"]
 
 
 def export_model(
-    model: torch.nn.Module, path: str | Path, *, card: dict[str, Any] | None = None
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    card: dict[str, Any] | None = None,
+    detector: str = "pipeline",
 ) -> Path:
     """Script ``model`` (eval mode, frozen) to ``path`` and write its card beside it.
 
@@ -25,6 +29,9 @@ def export_model(
         path: Output ``.pt`` file; its folder is created.
         card: Card fields beyond :func:`beatwise.model.card.base_card` (training data,
             split, command, metrics). Default none.
+        detector: The beat cutter of the training beats (``beatwise dataset build
+            --detector``): the card's input spec says which beats the model expects.
+            Default ``"pipeline"``.
 
     Returns:
         The model path.
@@ -36,7 +43,7 @@ def export_model(
         warnings.simplefilter("ignore", DeprecationWarning)  # see infer.py
         scripted = torch.jit.freeze(torch.jit.script(model))
         scripted.save(str(path))
-    full = base_card(template=bool(getattr(model, "template_input", False)))
+    full = base_card(template=bool(getattr(model, "template_input", False)), detector=detector)
     full.update(card or {})
     write_card(path, full)
     return path

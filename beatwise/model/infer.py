@@ -75,6 +75,7 @@ class Classifier:
         batch_size: int = 128,
         num_threads: int | None = None,
         verify_sha256: bool = True,
+        other_beats: bool = False,
     ) -> Classifier:
         """Load a model file and the card beside it, and check both.
 
@@ -84,12 +85,14 @@ class Classifier:
             num_threads: When given, ``torch.set_num_threads(num_threads)`` (process-wide).
                 Default None: leave torch's setting alone.
             verify_sha256: Check that the card's sha256 is the model file's. Default True.
+            other_beats: Accept a model trained on beats the pipeline does not cut (see
+                :func:`beatwise.model.card.check_card`). Default False.
 
         Raises:
             FileNotFoundError: the model file does not exist.
             CardError: the card is missing or unreadable, does not match the pipeline
-                (classes, fs, window, RR units), or the model file is corrupt or gives the
-                wrong output shape. The message names the file.
+                (classes, fs, window, RR units, the beats' producer), or the model file is
+                corrupt or gives the wrong output shape. The message names the file.
         """
         path = Path(path)
         if not path.is_file():
@@ -100,7 +103,7 @@ class Classifier:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         card = read_card(path)
-        check_card(card, model_path=path, verify_sha256=verify_sha256)
+        check_card(card, model_path=path, verify_sha256=verify_sha256, other_beats=other_beats)
         try:
             with warnings.catch_warnings():
                 # TorchScript is deprecated in favour of torch.export, but it is what loads

@@ -126,12 +126,18 @@ class Split:
         ref_test: Indices of the reference beats (``ref_*`` arrays) scored as the test part
             by the system score: six-class reference beats, found or missed.
         test_records: Record ids the system score runs the live pipeline over.
+        seed: The seed of the random beat split (``seed`` protocol); None for
+            ``interpatient``, whose record split takes no seed.
+        val_records: Record ids of the validation part (``interpatient``); None for
+            ``seed``, whose validation beats come from every record.
     """
 
     protocol: str
     beats: dict[str, np.ndarray]
     ref_test: np.ndarray
     test_records: list[str]
+    seed: int | None = None
+    val_records: list[str] | None = None
 
 
 def split_dataset(ds: Dataset, protocol: str, *, seed: int = 0) -> Split:
@@ -152,7 +158,7 @@ def split_dataset(ds: Dataset, protocol: str, *, seed: int = 0) -> Split:
         for name, refs in (("train", ref_train), ("val", ref_val), ("test", ref_test)):
             rows = ds["ref_beat"][np.sort(refs)]
             parts[name] = rows[rows >= 0]
-        return Split("seed", parts, np.sort(ref_test), list(ds["record_names"]))
+        return Split("seed", parts, np.sort(ref_test), list(ds["record_names"]), seed=seed)
     names = ds["record_names"]
     recs = interpatient_records([n.split("/")[1] for n in names.tolist() if n.startswith("svdb/")])
     missing = sorted(set(recs["train"] + recs["val"] + recs["test"]) - set(names.tolist()))
@@ -166,7 +172,7 @@ def split_dataset(ds: Dataset, protocol: str, *, seed: int = 0) -> Split:
     parts = {k: np.flatnonzero(six & np.isin(beat_rec, v)) for k, v in recs.items()}
     ref_rec = names[ds["ref_record"]]
     ref_test = six_ref[np.isin(ref_rec[six_ref], recs["test"])]
-    return Split("interpatient", parts, ref_test, recs["test"])
+    return Split("interpatient", parts, ref_test, recs["test"], val_records=recs["val"])
 
 
 def prepare(
