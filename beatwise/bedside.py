@@ -159,9 +159,11 @@ class Bedside:
         return beats
 
     def mark_gap(self, start: int, stop: int) -> None:
-        """Samples ``start..stop-1`` never came (the consumer bridges them flat): the beats'
-        RR context is not measured across them (:meth:`BeatPipeline.mark_gap`)."""
-        self.pipeline.mark_gap(start, stop)
+        """Samples ``start..stop-1`` never came (the consumer bridges them flat): neither the
+        beats' RR context (:meth:`BeatPipeline.mark_gap`) nor the heart rate of the rhythm
+        rules (:meth:`RhythmMonitor.mark_gap`) is measured across them."""
+        self.pipeline.mark_gap(start, stop)  # checks first: a refused gap marks nothing
+        self.rhythm.mark_gap(start, stop)
 
     def flush(self) -> Beats:
         """End of stream: the beats still pending."""

@@ -72,7 +72,6 @@ REASONS = (
     "seq",  # sequence number going backwards or repeating
     "unknown_bed",  # a bed the source did not announce
     "too_many_beds",  # beyond the receiver's bed cap
-    "topic",  # a topic this receiver does not take
 )
 
 #: Sampling rate of every samples message, Hz.
@@ -139,7 +138,9 @@ def decode_samples(frames: list[bytes]) -> tuple[dict, np.ndarray]:
     A samples header needs ``bed`` (equal to the topic's), ``seq``, ``first_sample``,
     ``fs`` = 360, ``n`` = the payload's sample count (1 to :data:`MAX_SAMPLES`); an end
     header needs ``bed``, ``seq``, ``total_samples`` and an empty payload. Samples must be
-    finite. ``stream`` (the sender's run id), when present, is a string.
+    finite. Optional fields, when present: ``stream`` (the sender's run id) and ``record``
+    are strings, ``record_offset`` an integer >= 0, ``sent_at`` and ``speed`` finite
+    numbers >= 0 or null.
 
     Raises:
         ProtocolError: with ``reason`` one of :data:`REASONS`.
@@ -161,8 +162,19 @@ def decode_samples(frames: list[bytes]) -> tuple[dict, np.ndarray]:
         )
     kind = header.get("type", "samples")
     _check_int(header, "seq")
-    if not isinstance(header.get("stream", ""), str):
-        raise ProtocolError(f"header stream {header.get('stream')!r}: expected a string.", "header")
+    for key in ("stream", "record"):
+        if not isinstance(header.get(key, ""), str):
+            raise ProtocolError(f"header {key} {header.get(key)!r}: expected a string.", "header")
+    if "record_offset" in header:
+        _check_int(header, "record_offset")
+    for key in ("sent_at", "speed"):  # null or absent: not known
+        v = header.get(key)
+        if v is not None and (
+            not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < float("inf")
+        ):
+            raise ProtocolError(
+                f"header {key} {v!r}: expected a finite number >= 0, or null.", "header"
+            )
     payload = frames[2]
     if kind == "end":
         _check_int(header, "total_samples")
@@ -217,6 +229,10 @@ class CreditLedger:
         stale_s: A client silent this long (seconds) is dropped from the credit, so a crashed
             or stalled client cannot stall the stream; live clients ack at least once a
             second (a heartbeat). Default 3.0.
+
+    A client that acks but is not in the credit (dropped while stalled, or talking to a
+    server that restarted) sets :attr:`hello_wanted`: the server then says hello, and the
+    client, as on every hello, says ready again and counts its credit from zero.
     """
 
     window: int = 4096
@@ -225,6 +241,7 @@ class CreditLedger:
     clients: dict[bytes, dict] = field(default_factory=dict)
     passive: set[bytes] = field(default_factory=set)
     dropped: list[bytes] = field(default_factory=list)
+    hello_wanted: bool = False
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -254,10 +271,19 @@ class CreditLedger:
                 "acked": 0,
                 "seen": now,
             }
-        elif kind == "ack" and identity in self.clients:
-            c = self.clients[identity]
-            c["acked"] = max(c["acked"], int(msg.get("received", 0)))
-            c["seen"] = now
+        elif kind == "ack":
+            received = msg.get("received", 0)
+            if not isinstance(received, int) or isinstance(received, bool) or received < 0:
+                raise ProtocolError(
+                    f"ack received {received!r}: expected an integer >= 0 (messages taken).",
+                    "header",
+                )
+            if identity in self.clients:
+                c = self.clients[identity]
+                c["acked"] = max(c["acked"], received)
+                c["seen"] = now
+            else:  # alive, but not (or no longer) in the credit: ask it to say ready again
+                self.hello_wanted = True
         elif kind == "bye":
             self.clients.pop(identity, None)
             self.passive.discard(identity)

@@ -41,7 +41,8 @@ Lead off: while the signal is flat (a stretch of ``flat_s`` under ``flat_mv`` pe
 silent. Asystole is then counted from where the signal moves again, not from the last beat
 (a flat line is not asystole; a live signal without beats still is, also right after the
 lead comes back), unless the 4 s without a beat had passed before the signal went flat. The
-RR interval across a flat stretch is not an RR: no pause, and not in the heart rate.
+RR interval across a flat stretch is not an RR: no pause, and not in the heart rate; nor is
+one across samples that never came (:meth:`RhythmMonitor.mark_gap`).
 
 The live consumer adds two technical alarms that the sample clock cannot see (see
 ``stream``): ``signal_loss`` (no samples for 1.5 s, warning) and ``data_gap`` (a sequence
@@ -226,6 +227,7 @@ class RhythmMonitor:
         self._asystole_from = 0  # sample of the "virtual" beat the asystole clock counts from
         self._off = False  # the signal is flat (lead off): no ECG, so no asystole
         self._gap = False  # it went flat since the last beat: the next RR is no RR
+        self._missing: deque[tuple[int, int]] = deque(maxlen=64)  # [a, b) that never came
         self._n_beats = 0
 
     # -- inputs --------------------------------------------------------------------------
@@ -248,6 +250,14 @@ class RhythmMonitor:
         self._off = True
         self._gap = True
         return out
+
+    def mark_gap(self, start: int, stop: int) -> None:
+        """Samples ``start..stop-1`` never came (a data gap the caller bridged): no RR
+        interval is measured across them (no pause, and not in the heart rate), so the
+        heart rate is not read low for want of data."""
+        if not 0 <= start < stop:
+            raise ValueError(f"gap {start}..{stop}: expected 0 <= start < stop (samples).")
+        self._missing.append((int(start), int(stop)))
 
     def _asystole_before(self, sample: int) -> list[Alert]:
         """The asystole onset, if more than 4 s without a beat on a live signal lie before
@@ -369,7 +379,8 @@ class RhythmMonitor:
         if "asystole" in self.active:
             out.append(self._close("asystole", s, s))
         self._asystole_from = s
-        if self._last is not None and not self._gap:
+        crossed = self._last is not None and any(a < s and b > self._last for a, b in self._missing)
+        if self._last is not None and not self._gap and not crossed:
             rr = (s - self._last) / self.fs
             if rr > 2.0:
                 out.append(Alert("pause", "event", self._last, s, {"duration_s": round(rr, 3)}))

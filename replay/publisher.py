@@ -23,6 +23,7 @@ import zmq
 from beatwise.keys import CurveKeys, secure_server
 from beatwise.protocol import (
     HELLO,
+    MAX_SAMPLES,
     SAMPLES,
     CreditLedger,
     ProtocolError,
@@ -108,7 +109,8 @@ def load_beds(
         a = int(round(start * FS))
         if a >= len(rec.signal):
             raise ValueError(
-                f"start {start_s} s is past the end of {rec.id} ({rec.duration_s:.0f} s)."
+                f"record {spec}{'@' + at if at else ''}: start {start:g} s is past the end of "
+                f"{rec.id} ({rec.duration_s:.0f} s)."
             )
         b = (
             len(rec.signal)
@@ -202,8 +204,11 @@ class ReplayPublisher:
             raise ValueError("no beds to replay: expected at least one record.")
         if not speed > 0:
             raise ValueError(f"speed {speed!r}: expected > 0 (math.inf for max).")
-        if chunk_samples < 1:
-            raise ValueError(f"chunk_samples {chunk_samples!r}: expected >= 1 sample.")
+        if not 1 <= chunk_samples <= MAX_SAMPLES:
+            raise ValueError(
+                f"chunk_samples {chunk_samples!r}: expected 1 to {MAX_SAMPLES} samples (the "
+                f"protocol's most per message, {MAX_SAMPLES // FS} s; receivers refuse more)."
+            )
         if wait_for < 0:
             raise ValueError(f"wait_for {wait_for!r}: expected >= 0 clients.")
         self.beds = list(beds)
@@ -229,6 +234,7 @@ class ReplayPublisher:
     # -- sockets -------------------------------------------------------------------------
 
     def _bind(self) -> None:
+        self._ctl = None  # a bind that fails leaves the sockets before it for _close
         self._pub = self.context.socket(zmq.PUB)
         # HWM well above the credit window: a ready client can never push us into a drop.
         self._pub.setsockopt(zmq.SNDHWM, 4 * self.window + 1024)
@@ -241,12 +247,12 @@ class ReplayPublisher:
         self._ctl.bind(self.control)
         self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control = self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.ledger = CreditLedger(window=self.window, stale_s=self.client_timeout_s)
         self.ready.set()
 
     def _close(self) -> None:
-        self._pub.close()
-        self._ctl.close()
+        for s in (self._pub, self._ctl):
+            if s is not None:
+                s.close()
 
     def _drain_control(self, timeout_ms: int = 0) -> None:
         if not self._ctl.poll(timeout_ms):
@@ -255,7 +261,7 @@ class ReplayPublisher:
             try:
                 ident, frame = self._ctl.recv_multipart(zmq.NOBLOCK)[:2]
             except zmq.Again:
-                return
+                break
             except ValueError:
                 self.stats.bad_control += 1
                 continue
@@ -264,6 +270,9 @@ class ReplayPublisher:
             except ProtocolError as exc:  # a malformed control message: counted, ignored
                 self.stats.bad_control += 1
                 log.warning("replay: control message from %r refused: %s", ident[:32], exc)
+        if self.ledger.hello_wanted:  # a live client we dropped: let it rejoin
+            self.ledger.hello_wanted = False
+            self._hello()
 
     def _hello(self) -> None:
         body = {
@@ -288,8 +297,10 @@ class ReplayPublisher:
             max_duration_s: Stop after this many seconds of streaming (wall clock).
         """
         stop = stop or threading.Event()
-        self._bind()
+        self._pub = self._ctl = None
+        self.ledger = CreditLedger(window=self.window, stale_s=self.client_timeout_s)
         try:
+            self._bind()
             t = self.clock()
             while self.ledger.n_ready < self.wait_for and not stop.is_set():
                 self._hello()

@@ -279,6 +279,8 @@ class StreamConsumer:
 
     def _open(self) -> None:
         ctx = self.context
+        # opened one by one: a bind that fails leaves the ones before it for _close
+        self._sub = self._sub_events = self._dealer = self._pub = self._octl = None
         self._sub = ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, 4 * self.window + 1024)
         self._sub.setsockopt(zmq.LINGER, 0)
@@ -305,7 +307,6 @@ class StreamConsumer:
         self._dealer.setsockopt(zmq.LINGER, 1000)
         secure_client(self._dealer, self.curve)
         self._dealer.connect(self.control)
-        self._pub = self._octl = None
         if self.publish:
             self._pub = ctx.socket(zmq.PUB)
             self._pub.setsockopt(zmq.SNDHWM, 4 * self.window + 1024)
@@ -327,8 +328,10 @@ class StreamConsumer:
         self.bound.set()
 
     def _close(self) -> None:
-        self._control({"v": 1, "type": "bye", "client": self.identity.decode()})
-        self._sub.disable_monitor()
+        if self._dealer is not None:
+            self._control({"v": 1, "type": "bye", "client": self.identity.decode()})
+        if self._sub_events is not None:
+            self._sub.disable_monitor()
         for s in (self._sub_events, self._sub, self._dealer, self._pub, self._octl):
             if s is not None:
                 s.close()
@@ -340,13 +343,24 @@ class StreamConsumer:
             try:
                 ident, frame = self._octl.recv_multipart(zmq.NOBLOCK)[:2]
             except zmq.Again:
-                return
+                break
             except ValueError:
                 continue
             try:
                 self.ledger.on_control(ident, frame, self.clock())
             except ProtocolError as exc:
                 log.warning("control message from a subscriber refused: %s", exc)
+        if self.ledger.hello_wanted:
+            # a live subscriber we dropped (or that outlived our restart): let it rejoin
+            self.ledger.hello_wanted = False
+            self._say_hello()
+
+    def _say_hello(self) -> None:
+        """A hello to our subscribers: each says ready (again) and counts credit from zero."""
+        if self._pub is not None:
+            self._pub.send_multipart(
+                [topic(HELLO), encode_json({"v": 1, "type": "hello", "role": "consumer"})]
+            )
 
     def _emit(self, kind: str, bed: str | None, body: dict) -> None:
         """Log one message, publish it (waiting for credit if a subscriber takes it), tell
@@ -356,6 +370,7 @@ class StreamConsumer:
         if self._pub is not None:
             while self.ledger.credit(self.clock()) <= 0:
                 self._drain_out_control(50)
+                self._ack()  # the heartbeat: the source must not drop us while we wait
             frame = topic(kind, bed)
             self._pub.send_multipart([frame, encode_json(body)])
             self.ledger.on_send(frame)
@@ -382,14 +397,11 @@ class StreamConsumer:
         ``max_duration_s`` (wall s) passed."""
         stop = stop or threading.Event()
         warm_up(self.classifier)  # load every compiled function before the first message
-        self._open()
         cpu0, t0 = time.process_time(), self.clock()
         try:
+            self._open()
             while self.ledger.n_ready < self.wait_subscribers and not stop.is_set():
-                if self._pub is not None:
-                    self._pub.send_multipart(
-                        [topic(HELLO), encode_json({"v": 1, "type": "hello", "role": "consumer"})]
-                    )
+                self._say_hello()
                 self._drain_out_control(50)
             self._tell(
                 {
@@ -603,7 +615,8 @@ class StreamConsumer:
                     f"{bed.n + bed.stream_off} expected after seq {bed.next_seq - 1}.",
                     "seq",
                 )
-            if missing > self.max_fill:  # too long to bridge: a new session
+            if missing > self.max_fill:  # too long to bridge: alerted, counted, a new session
+                self._gap(bed, missing, seq - bed.next_seq, x, bridge=False)
                 self._close_session(bed)
             elif seq != bed.next_seq:
                 self._gap(bed, missing, seq - bed.next_seq, x)
@@ -670,16 +683,21 @@ class StreamConsumer:
         x: np.ndarray,
         *,
         restarted: bool = False,
+        bridge: bool = True,
     ) -> None:
-        """Missing data: alert, count, and bridge it on the bed's sample clock up to ``x``,
-        the samples that came after it (empty for an end message)."""
+        """Missing data: alert, count, and (``bridge``) fill it on the bed's sample clock up
+        to ``x``, the samples that came after it (empty for an end message). Not bridged
+        (longer than ``max_fill_s``): the caller closes the bed's session."""
         self.stats.gaps[bed.name] += 1
         self.stats.lost_samples[bed.name] += missing
         detail = {"missing_messages": messages, "missing_samples": missing}
         if restarted:
             detail["source_restarted"] = True
+        if not bridge:
+            detail["new_session"] = True
         self._alert(bed, Alert("data_gap", "event", bed.n, None, detail))
-        bed.fill(missing, float(x[0]) if len(x) else None)
+        if bridge:
+            bed.fill(missing, float(x[0]) if len(x) else None)
 
     def _refuse(self, exc: ProtocolError, frames: list[bytes]) -> None:
         """Count and log a refused message; everything already accepted stays as it was."""
@@ -752,6 +770,7 @@ class StreamConsumer:
                 **self._envelope(bed, BEAT),
                 **rec,
                 "sample": rec["sample"] + bed.base,
+                "time_s": round((rec["sample"] + bed.base) / FS, 4),  # on the same clock
                 "record_sample": rec["sample"] + bed.record_off,
             }
             self._emit(BEAT, bed.name, body)

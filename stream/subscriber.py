@@ -74,7 +74,9 @@ class Subscriber:
             secure_client(self._dealer, curve)
             self._dealer.connect(control)
         self._ready = False
+        #: Messages taken (hellos aside).
         self.received = 0
+        self._taken = 0  # messages taken since our last ready: what the acks count
         self._acked = 0
         #: Next expected sequence number per topic, and gaps seen.
         self.next_seq: dict[str, int] = {}
@@ -105,11 +107,13 @@ class Subscriber:
                 continue
             frames = self._sub.recv_multipart()
             kind, bed = exact_topic(frames[0])
-            if not self._ready:
+            if kind == HELLO:  # on every hello: the server (re)started or dropped us
                 self._ready_now()
-            if kind == HELLO:
                 continue
+            if not self._ready:  # joined a running stream: data proves the subscription
+                self._ready_now()
             self.received += 1
+            self._taken += 1
             self._ack()
             try:
                 msg = decode_json(frames[1])
@@ -130,6 +134,7 @@ class Subscriber:
             extra["topics"] = list(self.prefixes)  # only these count against our credit
         self._control("ready", **extra)
         self._ready = True
+        self._taken = self._acked = 0  # the server counts our credit from here
 
     def _ack(self, *, force: bool = False) -> None:
         """Acknowledge every 64 messages, and (``force``) whatever is left when idle; at
@@ -138,12 +143,12 @@ class Subscriber:
             return
         now = time.monotonic()
         if (
-            self.received - self._acked >= 64
-            or (force and self.received > self._acked)
+            self._taken - self._acked >= 64
+            or (force and self._taken > self._acked)
             or now - self._acked_at >= 1.0
         ):
-            self._control("ack", received=self.received)
-            self._acked, self._acked_at = self.received, now
+            self._control("ack", received=self._taken)
+            self._acked, self._acked_at = self._taken, now
 
     def __iter__(self) -> Iterator[dict]:
         while True:

@@ -80,8 +80,9 @@ def malformed(rng: np.random.Generator, src: FakeSource, bed: str, seq: int, fir
         return [good[0], bytes(rng.integers(0, 256, 20, dtype=np.uint8)) + b"{", good[2]], kind
     if kind == "version":
         h["v"] = int(rng.integers(2, 9))
-    elif kind == "header":
-        h[["seq", "first_sample"][rng.integers(2)]] = [-1, 2.5, "7", None, True][rng.integers(5)]
+    elif kind == "header":  # the fields every message needs, and the optional ones read
+        key = ["seq", "first_sample", "record_offset", "sent_at", "speed"][rng.integers(5)]
+        h[key] = [-1, "7", True, [1], {"x": 1}][rng.integers(5)]
     elif kind == "bed":
         topic = [b"ecg.", b"ecg.a b", b"ecg.x.y", b"ecg." + b"z" * 70, b"ecg.\xff"][rng.integers(5)]
         return [topic, good[1], good[2]], kind
@@ -430,6 +431,88 @@ def test_stalled_subscribers_never_stall_the_consumer(tmp_path):
     assert con.ledger.dropped == [stalled_flow.identity.encode()]
     stalled_passive.close()
     stalled_flow.close()
+
+
+def test_a_consumer_held_back_by_its_subscriber_keeps_its_place_at_the_source(tmp_path):
+    """Back-pressure chains without loss: while a slow recorder holds the consumer back
+    (2.5 s, longer than the replay's 1.5-s client timeout), the consumer's heartbeat keeps
+    it in the replay's credit, so the replay waits instead of dropping it and streaming on."""
+    ep = endpoints(tmp_path)
+    beds = load_beds("mitdb", ["100"], duration_s=300)
+    pub = ReplayPublisher(
+        beds, endpoint=ep["data"], control=ep["ctl"], speed=float("inf"), client_timeout_s=1.5
+    )
+    con = StreamConsumer(
+        RuleClassifier(),
+        connect=ep["data"],
+        control=ep["ctl"],
+        publish=ep["out"],
+        publish_control=ep["octl"],
+        wait_subscribers=1,
+        window=4,
+        subscriber_timeout_s=10,
+    )
+    recorder = Subscriber(ep["out"], ep["octl"], flow=True)
+    tp, tc = start(pub.run), start(con.run, max_duration_s=120)  # a bound only
+    n = 0
+    while tc.is_alive() or recorder._sub.poll(0):
+        m = recorder.recv(timeout_s=2)
+        n += m is not None and m["type"] == "beat"
+        if n == 5:
+            threading.Event().wait(2.5)  # the recorder is busy: the consumer waits for it
+            n += 1
+    recorder.close()
+    tc.join(10)
+    tp.join(10)
+    assert not tc.errors and not tp.errors
+    assert pub.stats.clients_dropped == 0
+    assert con.stats.samples["100"] == pub.stats.samples["100"] == 300 * 360
+    assert sum(con.stats.gaps.values()) == 0 and recorder.gaps == 0
+
+
+def test_a_subscriber_says_ready_again_on_every_hello(tmp_path):
+    """A restarted consumer has forgotten its subscribers: its hello gets a ready again, and
+    the subscriber's acks count from that ready, as the new consumer's credit does."""
+    import zmq
+
+    from beatwise.protocol import encode_json
+
+    ep = endpoints(tmp_path)
+    ctx = zmq.Context.instance()
+    out, octl = ctx.socket(zmq.PUB), ctx.socket(zmq.ROUTER)
+    out.bind(ep["out"])
+    octl.bind(ep["octl"])
+    sub = Subscriber(ep["out"], ep["octl"], flow=True)
+
+    def control() -> list[dict]:
+        got = []
+        while octl.poll(0):
+            got.append(json.loads(octl.recv_multipart()[1]))
+        return got
+
+    def hello_until_ready() -> None:
+        for _ in range(500):  # a bound only
+            out.send_multipart([b"ctl", encode_json({"v": 1, "type": "hello"})])
+            sub.recv(timeout_s=0.02)
+            if any(m["type"] == "ready" for m in control()):
+                return
+        raise AssertionError("no ready")
+
+    try:
+        hello_until_ready()
+        for seq in range(3):
+            out.send_multipart([b"beat.b1", encode_json({"v": 1, "type": "beat", "seq": seq})])
+            assert sub.recv(timeout_s=5)["seq"] == seq
+        hello_until_ready()  # the server restarted
+        out.send_multipart([b"beat.b1", encode_json({"v": 1, "type": "beat", "seq": 3})])
+        assert sub.recv(timeout_s=5)["seq"] == 3
+        assert sub.recv(timeout_s=0.6) is None  # idle: it acks what it took
+        acks = [m["received"] for m in control() if m["type"] == "ack"]
+        assert acks and acks[-1] == 1 and sub.received == 4
+    finally:
+        sub.close()
+        out.close(0)
+        octl.close(0)
 
 
 # -- scale-out ---------------------------------------------------------------------------

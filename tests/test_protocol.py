@@ -53,6 +53,15 @@ CASES = {
         with_header(first_sample=_DROP),
         with_header(type="bogus"),
         with_header(stream=7),
+        # optional fields the consumer reads: refused here, never a crash there
+        with_header(record=["mitdb/100"]),
+        with_header(record_offset=None),
+        with_header(record_offset="x"),
+        with_header(record_offset=-1),
+        with_header(sent_at="now"),
+        with_header(sent_at=-1.0),
+        with_header(speed=[1]),
+        with_header(speed=True),
     ],
     "bed": [
         [b"ecg.b2", *good()[1:]],
@@ -118,7 +127,10 @@ def test_a_good_message_round_trips():
         st.binary(max_size=200),
         st.dictionaries(
             st.sampled_from(
-                ["v", "type", "bed", "seq", "first_sample", "fs", "n", "stream", "total_samples"]
+                [
+                    *("v", "type", "bed", "seq", "first_sample", "fs", "n", "stream"),
+                    *("total_samples", "record", "record_offset", "sent_at", "speed"),
+                ]
             ),
             st.one_of(
                 st.none(),
@@ -142,4 +154,7 @@ def test_fuzzed_frames_only_ever_raise_protocol_errors(topic, header, payload, e
     # whatever got through is a well-formed message
     assert not extra and topic == f"ecg.{h['bed']}".encode()
     assert isinstance(h["seq"], int) and h["seq"] >= 0
+    # the optional fields a consumer reads are of their types
+    assert isinstance(h.get("record", ""), str) and int(h.get("record_offset", 0)) >= 0
+    assert float(h.get("sent_at") or 0) >= 0 and float(h.get("speed") or 0) >= 0
     assert np.isfinite(x).all() and (h.get("type", "samples") == "end" or len(x) == h["n"])

@@ -245,3 +245,61 @@ def test_credit_ledger_restarted_client_starts_afresh():
     # the same identity says ready again (it restarted): its old debt is forgotten
     led.on_control(b"a", encode_json({"type": "ready"}), now=1.0)
     assert led.credit(1.0) == 4
+
+
+def test_credit_ledger_refuses_a_malformed_ack_and_changes_nothing():
+    led = CreditLedger(window=4)
+    led.on_control(b"a", encode_json({"type": "ready"}), now=0.0)
+    led.on_send(b"ecg.1")
+    for bad in ("many", None, -1, 2.5, True, [1]):
+        with pytest.raises(ProtocolError, match=r"ack received .*expected an integer >= 0"):
+            led.on_control(b"a", encode_json({"type": "ack", "received": bad}), now=0.1)
+    assert led.credit(0.1) == 3 and not led.all_acked()
+
+
+def test_credit_ledger_asks_a_dropped_client_that_lives_to_rejoin():
+    led = CreditLedger(window=4, stale_s=1.0)
+    led.on_control(b"a", encode_json({"type": "ready"}), now=0.0)
+    led.on_send(b"ecg.1")
+    assert led.credit(2.0) > 4 and led.dropped == [b"a"] and not led.hello_wanted
+    # it was only slow: its next ack (or heartbeat) asks for a hello, on which it says ready
+    led.on_control(b"a", encode_json({"type": "ack", "received": 1}), now=2.1)
+    assert led.hello_wanted
+    led.hello_wanted = False
+    led.on_control(b"a", encode_json({"type": "ready"}), now=2.2)
+    for _ in range(4):
+        led.on_send(b"ecg.1")
+    assert led.credit(2.3) == 0  # back in the credit, counting from its ready
+
+
+def test_replay_refuses_chunks_beyond_the_protocol_cap():
+    from beatwise.protocol import MAX_SAMPLES
+
+    with pytest.raises(ValueError, match=rf"chunk_samples {MAX_SAMPLES + 1}: expected 1 to "):
+        ReplayPublisher([bed()], chunk_samples=MAX_SAMPLES + 1)
+
+
+def test_load_beds_names_the_start_that_is_past_the_end(record):
+    record("mitdb", "208")
+    with pytest.raises(ValueError, match=r"record 208@5000: start 5000 s is past the end"):
+        load_beds("mitdb", ["208@5000"])
+
+
+def test_a_failed_bind_leaves_no_socket_open(tmp_path):
+    ctx = zmq.Context.instance()
+    squatter = ctx.socket(zmq.ROUTER)  # tcp: a second bind of an ipc path would succeed
+    squatter.bind("tcp://127.0.0.1:*")  # the control port is taken
+    ctl = squatter.getsockopt_string(zmq.LAST_ENDPOINT)
+    free = ctx.socket(zmq.PUB)
+    free.bind("tcp://127.0.0.1:*")
+    data = free.getsockopt_string(zmq.LAST_ENDPOINT)
+    free.close(0)
+    try:
+        pub = ReplayPublisher([bed()], endpoint=data, control=ctl, handshake_timeout_s=5)
+        with pytest.raises(zmq.ZMQError):
+            pub.run()
+        probe = zmq.Context.instance().socket(zmq.PUB)
+        probe.bind(data)  # free again: the replay closed its data socket
+        probe.close()
+    finally:
+        squatter.close()

@@ -242,3 +242,22 @@ def test_alerts_do_not_depend_on_when_beats_arrive(labels, rrs, lags, steps):
     m = RhythmMonitor(fs=FS, decision_delay_s=3.25)
     offline = m.push(samples, labels) + m.advance(end) + m.finish(end)
     assert sorted(map(key, live)) == sorted(map(key, offline))
+
+
+def test_no_heart_rate_and_no_pause_across_samples_that_never_came():
+    """A 1-s data gap at 52 bpm swallows a beat: the RR across it is 2.3 s. Measured, it
+    would read the rate as 46 bpm (bradycardia) and a pause; marked, it is no RR at all."""
+    rr = np.full(30, 60 / 52)
+    rr[15] *= 2  # beat 15 never came: the RR before beat 16 spans the gap
+    for marked in (False, True):
+        samples = (np.round((1.0 + np.concatenate([[0], np.cumsum(rr[1:])])) * FS)).astype(int)
+        m = RhythmMonitor(fs=FS)
+        if marked:  # the gap is known before the beats around it are emitted
+            m.mark_gap(samples[14] + FS // 2, samples[14] + FS // 2 + FS)
+        alerts = []
+        for s in samples:
+            alerts += m.advance(int(s) + FS // 2) + m.push([s], ["N"])
+        found = {a.kind for a in alerts}
+        assert found == (set() if marked else {"pause", "brady"}), (marked, alerts)
+    with pytest.raises(ValueError, match=r"gap 5\.\.5: expected 0 <= start < stop"):
+        m.mark_gap(5, 5)

@@ -13,7 +13,7 @@ import pytest
 from beatwise.bedside import RuleClassifier, run_offline, warm_up
 from replay import BedSource, ReplayPublisher, load_beds
 from stream import StreamConsumer, Subscriber
-from tests.sources import FakeSource, endpoints
+from tests.sources import FakeSource, ecg, endpoints
 
 TRANSPORT = {"data_gap", "signal_loss"}
 
@@ -146,7 +146,7 @@ def test_warm_up_runs_beats_through_every_stage():
     assert res.alerts == []
 
 
-def _consume(tmp_path, feed):
+def _consume(tmp_path, feed, **consumer_kw):
     """A consumer (RR rules) on a fake source that ``feed(src)`` drives to its end; returns
     the consumer and what its listener heard."""
     src = FakeSource(tmp_path)
@@ -157,6 +157,7 @@ def _consume(tmp_path, feed):
         control=src.ep["ctl"],
         publish=None,
         listeners=[events.append],
+        **consumer_kw,
     )
     t = threading.Thread(target=con.run, kwargs={"max_duration_s": 20})
     t.start()
@@ -180,6 +181,37 @@ def test_sequence_gap_is_counted_filled_and_alerted(tmp_path):
     assert len(gaps) == 1 and gaps[0]["detail"] == {"missing_messages": 2, "missing_samples": 72}
     assert con.stats.gaps["b1"] == 1 and con.stats.lost_samples["b1"] == 72
     assert con.beds["b1"].side.n_samples == 180  # the sample clock stayed true
+
+
+def test_a_jump_too_long_to_bridge_is_alerted_counted_and_opens_a_new_session(tmp_path):
+    def feed(src):
+        x = np.zeros(36, np.float32)
+        src.send("b1", 0, 0, x)
+        src.send("b1", 20, 720, x)  # seq 1-19 lost: 684 samples, beyond max_fill_s (180)
+        src.end("b1", 21, 756)
+
+    con, events = _consume(tmp_path, feed, max_fill_s=0.5)
+    gaps = [e for e in events if e.get("type") == "alert" and e["kind"] == "data_gap"]
+    assert [g["detail"] for g in gaps] == [
+        {"missing_messages": 19, "missing_samples": 684, "new_session": True}
+    ]
+    assert con.stats.gaps["b1"] == 1 and con.stats.lost_samples["b1"] == 684
+    sessions = [e["first_sample"] for e in events if e.get("type") == "bed"]
+    assert sessions == [0, 720]  # not filled: the bed's session closed, a new one opened
+
+
+def test_beat_times_are_on_the_published_sample_clock(tmp_path):
+    """A consumer that joins a stream 100 s in publishes sample 36000 + i at 100 s + i/360."""
+
+    def feed(src):
+        for k in range(30):
+            src.send("b1", k, 36000 + 360 * k, ecg(360))
+        src.end("b1", 30, 36000 + 360 * 30)
+
+    _, events = _consume(tmp_path, feed)
+    beats = [e for e in events if e.get("type") == "beat"]
+    assert len(beats) > 20 and all(b["sample"] >= 36000 for b in beats)
+    assert all(b["time_s"] == round(b["sample"] / 360, 4) for b in beats)
 
 
 def test_a_gap_is_filled_flat_then_ramps_to_the_data_that_resumes(tmp_path):
