@@ -536,6 +536,12 @@ def _demo(args: argparse.Namespace) -> int:
         stop.set()
         tc.join(15)
         tp.join(15)
+        if tc.is_alive():  # e.g. held by a stalled flow subscriber: say so, then close
+            print(
+                "demo: the consumer did not stop within 15 s; the reports cover the session "
+                "log up to now.",
+                file=sys.stderr,
+            )
         log.close()
     folders = _write_reports(read_log(out / "session.jsonl"), out)
     summary = {
