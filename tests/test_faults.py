@@ -401,14 +401,8 @@ def test_stalled_subscribers_never_stall_the_consumer(tmp_path):
     ep = endpoints(tmp_path)
     beds = load_beds("mitdb", ["100", "101"], duration_s=300)
     pub = ReplayPublisher(beds, endpoint=ep["data"], control=ep["ctl"], speed=float("inf"))
-    con = StreamConsumer(
-        RuleClassifier(),
-        connect=ep["data"],
-        control=ep["ctl"],
-        publish=ep["out"],
-        publish_control=ep["octl"],
-        wait_subscribers=3,
-        window=64,
+    con = consumer(
+        ep, [], publish=ep["out"], publish_control=ep["octl"], wait_subscribers=3, window=64
     )
     stalled_passive = Subscriber(ep["out"], ep["octl"], rcvhwm=10)
     stalled_flow = Subscriber(ep["out"], ep["octl"], flow=True, rcvhwm=10)
@@ -442,16 +436,8 @@ def test_a_consumer_held_back_by_its_subscriber_keeps_its_place_at_the_source(tm
     pub = ReplayPublisher(
         beds, endpoint=ep["data"], control=ep["ctl"], speed=float("inf"), client_timeout_s=1.5
     )
-    con = StreamConsumer(
-        RuleClassifier(),
-        connect=ep["data"],
-        control=ep["ctl"],
-        publish=ep["out"],
-        publish_control=ep["octl"],
-        wait_subscribers=1,
-        window=4,
-        subscriber_timeout_s=10,
-    )
+    out = {"publish": ep["out"], "publish_control": ep["octl"], "wait_subscribers": 1}
+    con = consumer(ep, [], **out, window=4, subscriber_timeout_s=10)  # slow, not gone
     recorder = Subscriber(ep["out"], ep["octl"], flow=True)
     tp, tc = start(pub.run), start(con.run, max_duration_s=120)  # a bound only
     n = 0
