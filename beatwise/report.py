@@ -46,7 +46,9 @@ def read_log(path: str | Path) -> list[dict]:
     """A session log (JSON lines) -> its messages.
 
     The log of a crashed session is read too: its last line, when cut short by the crash
-    (no newline, not JSON), is skipped with a warning; open episodes simply have no end.
+    (no newline, not JSON), is skipped with a warning, and so is a line cut short by a crash
+    after which a restarted consumer went on appending (the next line opens a session);
+    open episodes simply have no end.
 
     Raises:
         ValueError: any other line that is not a JSON object (names the file and line).
@@ -63,11 +65,26 @@ def read_log(path: str | Path) -> list[dict]:
             if i == len(lines) and not line.endswith("\n"):
                 log.warning("session log %s: last line cut short (a crash?): skipped", path)
                 continue
+            if _opens_session(lines[i:]):
+                log.warning("session log %s, line %d: cut short before a restart: skipped", path, i)
+                continue
             raise ValueError(f"session log {path}, line {i}: not JSON ({exc}).") from exc
         if not isinstance(msg, dict):
             raise ValueError(f"session log {path}, line {i}: expected a JSON object.")
         out.append(msg)
     return out
+
+
+def _opens_session(rest: list[str]) -> bool:
+    """Whether the first non-empty line of ``rest`` is a session message."""
+    for line in rest:
+        if line.strip():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                return False
+            return isinstance(msg, dict) and msg.get("type") == "session"
+    return False
 
 
 def _by_bed(messages: Iterable[dict]) -> dict[str, dict]:

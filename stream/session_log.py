@@ -37,7 +37,14 @@ class SessionLog:
         self.path = Path(path)
         self.sync_every_s = sync_every_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        cut = False  # a crash cut the last line short: end it, so ours start on a line of their own
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                cut = f.read(1) != b"\n"
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        if cut:
+            self._f.write("\n")
         self._synced_at: float | None = None
         self.lines = 0
 

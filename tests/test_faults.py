@@ -394,6 +394,18 @@ def test_report_reads_a_log_cut_short_by_a_crash(tmp_path):
         read_log(log)
 
 
+def test_a_restarted_consumer_appends_after_a_line_cut_short_and_the_log_still_reads(tmp_path):
+    from stream.session_log import SessionLog
+
+    log = tmp_path / "s.jsonl"
+    log.write_text('{"type":"bed","bed":"1","record":"mitdb/100"}\n{"type":"beat","be')
+    restarted = SessionLog(log)
+    restarted.write({"type": "session", "v": 1})
+    restarted.write({"type": "bed", "bed": "1", "record": "mitdb/100"})
+    restarted.close()
+    assert [m["type"] for m in read_log(log)] == ["bed", "session", "bed"]
+
+
 # -- subscribers -------------------------------------------------------------------------
 
 
