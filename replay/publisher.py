@@ -234,7 +234,6 @@ class ReplayPublisher:
     # -- sockets -------------------------------------------------------------------------
 
     def _bind(self) -> None:
-        self._ctl = None  # a bind that fails leaves the sockets before it for _close
         self._pub = self.context.socket(zmq.PUB)
         # HWM well above the credit window: a ready client can never push us into a drop.
         self._pub.setsockopt(zmq.SNDHWM, 4 * self.window + 1024)
@@ -297,7 +296,7 @@ class ReplayPublisher:
             max_duration_s: Stop after this many seconds of streaming (wall clock).
         """
         stop = stop or threading.Event()
-        self._pub = self._ctl = None
+        self._pub = self._ctl = None  # a bind that fails leaves the ones before it for _close
         self.ledger = CreditLedger(window=self.window, stale_s=self.client_timeout_s)
         try:
             self._bind()
