@@ -120,6 +120,22 @@ def _by_bed(messages: Iterable[dict]) -> dict[str, dict]:
     return beds
 
 
+def _without_ecg(alerts: list[dict]) -> list[tuple[int, int]]:
+    """Sample stretches ``(start, stop)`` without ECG: data gaps (their missing samples),
+    lead off and signal loss (onset to end, or on to the end of the log)."""
+    out, open_at = [], {}
+    for a in sorted(alerts, key=lambda m: m["sample"]):
+        kind, state = a.get("kind"), a.get("state")
+        if kind == "data_gap":
+            out.append((a["sample"], a["sample"] + int(a["detail"].get("missing_samples") or 0)))
+        elif kind in ("lead_off", "signal_loss") and state == "onset":
+            open_at.setdefault(kind, a["sample"])
+        elif kind in ("lead_off", "signal_loss") and state == "end" and kind in open_at:
+            out.append((open_at.pop(kind), a["sample"] + 1))
+    out += [(at, 1 << 62) for at in open_at.values()]
+    return out
+
+
 def _hms(t: float) -> str:
     t = int(round(t))
     return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
@@ -128,11 +144,14 @@ def _hms(t: float) -> str:
 def bed_summary(bed: dict) -> dict:
     """The doctor's figures for one bed (JSON-safe).
 
-    Heart rate: mean = 60 / mean RR; min / max over a running mean of 8 RR intervals.
+    Heart rate: mean = 60 / mean RR; min / max over a running mean of 8 RR intervals. An
+    interval across a stretch without ECG (a data gap, lead off, signal loss) is no RR and
+    is left out, as the rhythm rules leave it out.
     HRV over normal-to-normal intervals (both beats N, L or R; 0.3-2.0 s): SDNN and RMSSD
     in ms. Burden: share of the classified beats, %.
     """
     beats = sorted(bed["beats"], key=lambda m: m["sample"])
+    no_ecg = _without_ecg(bed["alerts"])
     samples = np.array([m["sample"] for m in beats], np.int64)
     labels = [m["class"] for m in beats]
     n = len(beats)
@@ -141,10 +160,17 @@ def bed_summary(bed: dict) -> dict:
     out["span_s"] = round(end / FS, 1)
     out["span"] = _hms(end / FS)
     rr = np.diff(samples) / FS
-    if len(rr):
-        out["hr_mean_bpm"] = round(60.0 / float(np.mean(rr)), 1)
-        k = min(8, len(rr))
-        run = np.convolve(rr, np.ones(k) / k, mode="valid")
+    measured = np.array(
+        [not any(s < t and a < b for s, b in no_ecg) for a, t in zip(samples[:-1], samples[1:])],
+        bool,
+    )
+    rr[~measured] = np.nan  # kept in place: the HRV pairs below stay beat to beat
+    valid = rr[measured]
+    if len(valid):
+        out["hr_mean_bpm"] = round(60.0 / float(np.mean(valid)), 1)
+        k = min(8, len(valid))
+        run = np.convolve(rr, np.ones(k) / k, mode="valid")  # NaN where a window spans a gap
+        run = run[np.isfinite(run)] if np.isfinite(run).any() else np.array([valid.mean()])
         out["hr_min_bpm"] = round(60.0 / float(run.max()), 1)
         out["hr_max_bpm"] = round(60.0 / float(run.min()), 1)
     else:
@@ -250,7 +276,21 @@ def patient_summary(s: dict) -> dict:
         lines.append(
             f"There were {len(s['svt_runs'])} spells of a fast rhythm from the upper chambers."
         )
-    if s["pauses"] or s["episodes"]["asystole"]:
+    if s["episodes"]["brady"]:
+        lines.append(
+            f"Your heart beat slower than 50 beats a minute {len(s['episodes']['brady'])} "
+            "time(s). Your doctor will look at this."
+        )
+    if s["episodes"]["tachy"]:
+        lines.append(
+            f"Your heart beat faster than 120 beats a minute {len(s['episodes']['tachy'])} time(s)."
+        )
+    if s["episodes"]["asystole"]:
+        lines.append(
+            f"Your heart stopped beating for 4 seconds or more "
+            f"{len(s['episodes']['asystole'])} time(s). Your doctor will look at this closely."
+        )
+    if s["pauses"]:
         lines.append(f"Your heart paused for more than 2 seconds {len(s['pauses'])} time(s).")
     # Conduction patterns only when they dominate: a few misclassified beats say nothing.
     if s["episodes"]["paced"] or s["burden_pct"]["/"] >= 20:

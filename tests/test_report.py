@@ -77,6 +77,75 @@ def test_summary_figures():
     assert not any("PVC" in x or "ventricular" in x for x in lines)  # plain words
 
 
+def _bed(msgs):
+    kinds = {"beat": "beats", "alert": "alerts"}
+    bed = {"bed": "b1", "record": "test/r1", "strips": [], "total": None, "beats": [], "alerts": []}
+    for m in msgs:
+        if m["type"] in kinds:
+            bed[kinds[m["type"]]].append(m)
+    return bed
+
+
+def test_no_heart_rate_across_stretches_without_ecg():
+    """75 bpm throughout; 30 s of it never came (a data gap) and 20 s had the lead off: the
+    intervals across them are no RR, so the rate is not read low."""
+    msgs = session("N" * 40)
+    beats = [m for m in msgs if m["type"] == "beat"]
+    for m in beats[20:]:
+        m["sample"] += 30 * FS  # the gap: 30 s missing after beat 19
+    for m in beats[30:]:
+        m["sample"] += 20 * FS  # the lead off for 20 s after beat 29
+    gap_at = beats[19]["sample"] + 100
+    off_at = beats[29]["sample"] + 100
+    msgs += [
+        {
+            "type": "alert",
+            "bed": "b1",
+            "kind": "data_gap",
+            "state": "event",
+            "sample": gap_at,
+            "beat_sample": None,
+            "detail": {"missing_messages": 300, "missing_samples": 30 * FS},
+        },
+        {
+            "type": "alert",
+            "bed": "b1",
+            "kind": "lead_off",
+            "state": "onset",
+            "sample": off_at,
+            "beat_sample": None,
+            "detail": {},
+        },
+        {
+            "type": "alert",
+            "bed": "b1",
+            "kind": "lead_off",
+            "state": "end",
+            "sample": off_at + 20 * FS,
+            "beat_sample": None,
+            "detail": {},
+        },
+    ]
+    s = bed_summary(_bed(msgs))
+    assert s["hr_mean_bpm"] == pytest.approx(75, abs=0.5)
+    assert s["hr_min_bpm"] == pytest.approx(75, abs=0.5) and s["hr_max_bpm"] == pytest.approx(
+        75, abs=0.5
+    )
+
+
+def test_patient_report_says_slow_rate_and_stopped_heart():
+    s = bed_summary(_bed(session("N" * 30, rr_s=1.5)))  # 40 bpm
+    assert s["episodes"]["brady"]
+    lines = patient_summary(s)["lines"]
+    assert any("slower than 50 beats a minute" in x for x in lines)
+    assert not any("nothing unusual" in x for x in lines)
+    s["episodes"]["asystole"] = [{"onset": "00:00:10"}]
+    s["pauses"] = []
+    lines = patient_summary(s)["lines"]
+    assert any("stopped beating for 4 seconds or more 1 time(s)" in x for x in lines)
+    assert not any("paused" in x for x in lines)
+
+
 def test_write_reports_and_wfdb_annotations(tmp_path):
     msgs = session("N" * 10 + "VVVVV" + "N" * 10, rr_s=0.5)
     (folder,) = write_reports(msgs, tmp_path)
