@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+import zmq
+
 __all__ = ["main"]
 
 #: Modules under beatwise.commands that register subcommands.
@@ -52,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         # Errors meant for the user (bad record, bad option value): one clear line.
         print(f"beatwise: error: {exc}", file=sys.stderr)
+        return 2
+    except zmq.ZMQError as exc:  # an endpoint taken or malformed: ZeroMQ's message names it
+        print(
+            f"beatwise: error: ZeroMQ endpoint: {exc}; expected a free endpoint such as "
+            "tcp://127.0.0.1:5555 or ipc:///tmp/beatwise.sock.",
+            file=sys.stderr,
+        )
         return 2
     return int(rc or 0)
 

@@ -303,3 +303,18 @@ def test_a_failed_bind_leaves_no_socket_open(tmp_path):
         probe.close()
     finally:
         squatter.close()
+
+
+def test_cli_names_a_taken_endpoint(record, capsys):
+    from beatwise.cli import main
+
+    record("mitdb", "100")
+    squatter = zmq.Context.instance().socket(zmq.PUB)
+    squatter.bind("tcp://127.0.0.1:*")
+    taken = squatter.getsockopt_string(zmq.LAST_ENDPOINT)
+    try:
+        argv = ["replay", "--records", "100", "--duration-s", "1", "--endpoint", taken]
+        assert main(argv) == 2
+    finally:
+        squatter.close(0)
+    assert f"ZeroMQ endpoint: Address already in use (addr='{taken}')" in capsys.readouterr().err
