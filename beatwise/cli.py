@@ -6,8 +6,6 @@ import argparse
 import importlib
 import sys
 
-import zmq
-
 __all__ = ["main"]
 
 #: Modules under beatwise.commands that register subcommands.
@@ -55,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         # Errors meant for the user (bad record, bad option value): one clear line.
         print(f"beatwise: error: {exc}", file=sys.stderr)
         return 2
-    except zmq.ZMQError as exc:  # an endpoint taken or malformed: ZeroMQ's message names it
+    except Exception as exc:
+        zmq = sys.modules.get("zmq")  # imported only by the commands that open sockets
+        if zmq is None or not isinstance(exc, zmq.ZMQError):
+            raise
+        # an endpoint taken or malformed: ZeroMQ's message names it
         print(
             f"beatwise: error: ZeroMQ endpoint: {exc}; expected a free endpoint such as "
             "tcp://127.0.0.1:5555 or ipc:///tmp/beatwise.sock.",
