@@ -151,7 +151,6 @@ def bed_summary(bed: dict) -> dict:
     in ms. Burden: share of the classified beats, %.
     """
     beats = sorted(bed["beats"], key=lambda m: m["sample"])
-    no_ecg = _without_ecg(bed["alerts"])
     samples = np.array([m["sample"] for m in beats], np.int64)
     labels = [m["class"] for m in beats]
     n = len(beats)
@@ -160,10 +159,10 @@ def bed_summary(bed: dict) -> dict:
     out["span_s"] = round(end / FS, 1)
     out["span"] = _hms(end / FS)
     rr = np.diff(samples) / FS
-    measured = np.array(
-        [not any(s < t and a < b for s, b in no_ecg) for a, t in zip(samples[:-1], samples[1:])],
-        bool,
-    )
+    measured = np.ones(len(rr), bool)
+    for start, stop in _without_ecg(bed["alerts"]):  # RR i spans samples[i]..samples[i + 1]
+        first = np.searchsorted(samples[1:], start, side="right")
+        measured[first : np.searchsorted(samples[:-1], stop, side="left")] = False
     rr[~measured] = np.nan  # kept in place: the HRV pairs below stay beat to beat
     valid = rr[measured]
     if len(valid):

@@ -227,7 +227,7 @@ class RhythmMonitor:
         self._asystole_from = 0  # sample of the "virtual" beat the asystole clock counts from
         self._off = False  # the signal is flat (lead off): no ECG, so no asystole
         self._gap = False  # it went flat since the last beat: the next RR is no RR
-        self._missing: deque[tuple[int, int]] = deque(maxlen=64)  # [a, b) that never came
+        self._missing: deque[tuple[int, int]] = deque()  # [a, b) not yet behind the last beat
         self._n_beats = 0
 
     # -- inputs --------------------------------------------------------------------------
@@ -387,6 +387,8 @@ class RhythmMonitor:
             self._rrs.append(rr)
         self._gap = self._off
         self._last = s
+        while self._missing and self._missing[0][1] <= s:  # behind us: no later RR crosses it
+            self._missing.popleft()
         self._n_beats += 1
         self._labels.append(lab)
 
