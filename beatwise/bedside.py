@@ -107,8 +107,9 @@ class Bedside:
     batched with other beds), then :meth:`accept` them with their probabilities; at the end
     :meth:`flush`, classify, :meth:`accept`, then :meth:`finish`.
 
-    The raw chunks also feed a :class:`~beatwise.quality.SignalQuality` monitor; its alerts
-    (``lead_off``, ``noisy_signal``) come out of :meth:`accept` after the rhythm alerts, and
+    The pipeline's :class:`~beatwise.quality.SignalQuality` monitor watches the raw chunks;
+    its alerts (``lead_off``, ``noisy_signal``) come out of :meth:`accept` after the rhythm
+    alerts, and
     its flat stretches reach the rhythm rules in sample order with the beats, so a flat line
     never reads as asystole (:meth:`~beatwise.rhythm.RhythmMonitor.signal_off`). A beat is
     emitted up to ``decision_delay_s`` after its R peak, so the edge of a flat stretch waits
@@ -138,7 +139,6 @@ class Bedside:
             decision_delay_s=decision_delay_s(self.pipeline),
             start_delay_s=max(learn, 0) / self.fs,
         )
-        self.quality = SignalQuality(fs=self.fs)
         self.counts = dict.fromkeys(CLASSES, 0)
         self._quality_alerts: list[Alert] = []  # decided, not yet out of accept
         self._flat_edges: list[tuple[int, bool]] = []  # decided, not yet given to the rhythm
@@ -151,10 +151,16 @@ class Bedside:
     def n_samples(self) -> int:
         return self.pipeline.n_samples
 
+    @property
+    def quality(self) -> SignalQuality:
+        """The signal-quality monitor (the pipeline's: its flat stretches also cut the RR
+        context)."""
+        return self.pipeline.quality
+
     def push(self, chunk) -> Beats:
         """Raw samples (mV) in; beats waiting for classification out."""
         beats = self.pipeline.push(chunk)  # checks the chunk first
-        self._quality_alerts += self.quality.push(chunk)
+        self._quality_alerts += self.pipeline.alerts
         self._flat_edges += self.quality.flat_edges
         return beats
 

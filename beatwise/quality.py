@@ -175,6 +175,17 @@ class SignalQuality:
         """Samples pushed so far."""
         return self._n
 
+    @property
+    def block_samples(self) -> int:
+        """Samples per block (:data:`BLOCK_S`); flat edges fall on block starts."""
+        return self._block
+
+    def decided_at(self, sample: int, flat: bool) -> int:
+        """How many samples had been pushed when the edge ``(sample, flat)`` of
+        :attr:`flat_edges` was decided: a flat stretch's start once its first ``flat_s`` are
+        in, its end once the block where the signal moved is complete."""
+        return int(sample) + (self._k_flat if flat else 1) * self._block
+
     # -- input -------------------------------------------------------------------------------
 
     def push(self, chunk) -> list[Alert]:

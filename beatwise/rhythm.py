@@ -42,7 +42,9 @@ silent. Asystole is then counted from where the signal moves again, not from the
 (a flat line is not asystole; a live signal without beats still is, also right after the
 lead comes back), unless the 4 s without a beat had passed before the signal went flat. The
 RR interval across a flat stretch is not an RR: no pause, and not in the heart rate; nor is
-one across samples that never came (:meth:`RhythmMonitor.mark_gap`).
+one across samples that never came (:meth:`RhythmMonitor.mark_gap`). Nor are the beats
+either side consecutive: the V or A run open when the signal went flat (or the data stopped)
+ends there, its PVC, couplet or SVPBs reported then.
 
 The live consumer adds two technical alarms that the sample clock cannot see (see
 ``stream``): ``signal_loss`` (no samples for 1.5 s, warning) and ``data_gap`` (a sequence
@@ -247,6 +249,7 @@ class RhythmMonitor:
         if the sample clock has not declared it yet.
         """
         out = self._asystole_before(int(sample))
+        out += self._close_run(int(sample), None)  # the beats after it are not consecutive
         self._off = True
         self._gap = True
         return out
@@ -379,8 +382,11 @@ class RhythmMonitor:
         if "asystole" in self.active:
             out.append(self._close("asystole", s, s))
         self._asystole_from = s
-        crossed = self._last is not None and any(a < s and b > self._last for a, b in self._missing)
-        if self._last is not None and not self._gap and not crossed:
+        last = self._last
+        crossed = [a for a, b in self._missing if last is not None and a < s and b > last]
+        if crossed:  # the beats either side of a data gap are not consecutive
+            out += self._close_run(crossed[0], None)
+        if last is not None and not self._gap and not crossed:
             rr = (s - self._last) / self.fs
             if rr > 2.0:
                 out.append(Alert("pause", "event", self._last, s, {"duration_s": round(rr, 3)}))

@@ -164,6 +164,9 @@ def test_a_beat_lost_in_a_gap_leaves_no_false_beat_after_it(record, name):
     whole = BeatPipeline().run(rec.signal)
     keep = whole.sample < starts[0] - 2 * 360
     assert np.array_equal(beats.sample[: keep.sum()], whole.sample[keep])
+    # a fill is flat, but it is no lead off: no step at its edges, so none is blanked
+    near = [s for g in starts for s in whole.sample if g - 360 <= s < g - 36]
+    assert len(near) >= 10 and np.isin(near, beats.sample).all()
 
 
 @pytest.mark.parametrize("chunk", [1, 333, 3600])
@@ -174,6 +177,47 @@ def test_gaps_marked_early_or_late_and_any_chunking_give_the_same_beats(record, 
     assert _same(_record_with_gaps(x, starts, chunk), ref)
     assert _same(_record_with_gaps(x, starts, chunk, mark="early"), ref)
     assert not _same(_record_with_gaps(x, starts, 360, mark="never"), ref)
+
+
+#: Lead off: stretches (start s, end s, level mV; None: held at the last sample) where the
+#: raw signal is flat -- the last one off the 0.25-s block grid on purpose.
+FLATS = [(30, 35, None), (70, 82, 5.0), (100, 101.5, -0.3), (140.3, 143.1, None)]
+
+
+def _lead_off(x: np.ndarray) -> np.ndarray:
+    y = np.array(x, np.float64)
+    for a, b, level in FLATS:
+        i, j = int(a * 360), int(b * 360)
+        y[i:j] = y[i - 1] if level is None else level
+    return y
+
+
+def test_no_rr_interval_is_measured_across_a_flat_stretch(record):
+    # A lead off and back on is no pause: measured across it, the long "RR" inflated the
+    # local mean RR, and the next ten beats looked premature (9 false SVPBs per stretch on
+    # mitdb 100 with the shipped model).
+    y = _lead_off(record("mitdb", "100").signal[: 160 * 360])
+    beats = BeatPipeline().run(y)
+    pre, post, local = beats.rr.T
+    fresh = [int(np.searchsorted(beats.sample, int(b * 360))) for _, b, _ in FLATS]
+    for i, (a, _, _) in zip(fresh, FLATS):
+        # the first beat after the stretch (the step into a rail may read as a beat) ...
+        assert beats.sample[i - 1] < a * 360 + 36
+        assert pre[i] == post[i]  # ... starts the RR context afresh, as a record's first beat
+    rest = np.setdiff1d(np.arange(1, len(beats)), fresh)
+    np.testing.assert_allclose(pre[rest], np.diff(beats.sample)[rest - 1] / 360, rtol=1e-6)
+    assert local.max() < 1.0  # mitdb 100: about 0.8 s throughout
+    # the last beat before a stretch: post-RR its local mean when the stretch was known in
+    # time, else capped at 3 s as before a real pause (the 12-s stretch)
+    assert sorted(post[np.array(fresh) - 1].round(3).tolist())[-1] == 3.0
+
+
+@pytest.mark.parametrize("kind", CHUNKINGS)
+def test_pipeline_chunk_invariance_with_flat_stretches(record, kind):
+    y = _lead_off(record("mitdb", "100").signal[: 160 * 360])
+    n = 40_000 if kind in ("1", "7") else len(y)
+    y = y[10_000 : 10_000 + n]  # the first stretch in the 1- and 7-sample runs
+    assert _same(_run(split(y, chunk_sizes(kind, len(y)))), _run([y]))
 
 
 def test_a_gap_is_refused_once_beats_after_it_are_out():

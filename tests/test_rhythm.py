@@ -261,3 +261,24 @@ def test_no_heart_rate_and_no_pause_across_samples_that_never_came():
         assert found == (set() if marked else {"pause", "brady"}), (marked, alerts)
     with pytest.raises(ValueError, match=r"gap 5\.\.5: expected 0 <= start < stop"):
         m.mark_gap(5, 5)
+
+
+@pytest.mark.parametrize("cut", ["lead_off", "data_gap"])
+def test_a_run_does_not_continue_across_a_lead_off_or_a_data_gap(cut):
+    """Beats either side of seconds without ECG are not consecutive: V, (lead off), V, V was a
+    ventricular run (tachycardia); now a PVC, then a couplet. The run open at the cut ends there."""
+    samples = (np.arange(12) * 0.5 * FS).astype(int) + FS
+    samples[6:] += 3 * FS  # 3 s without ECG after beat 5
+    labels = list("NNNVVVVVNNNN")  # a V run of 3 before the cut, then 2 after it
+    a, b = int(samples[5]) + FS // 4, int(samples[6]) - FS // 4
+    m = RhythmMonitor(fs=FS)
+    out = m.push(samples[:6], labels[:6])
+    assert kinds(out) == [("vtach", "onset")]
+    if cut == "lead_off":
+        out += m.signal_off(a)
+        m.signal_on(b)
+    else:
+        m.mark_gap(a, b)
+    out += m.push(samples[6:], labels[6:]) + m.finish(int(samples[-1]) + FS)
+    assert kinds(out) == [("vtach", "onset"), ("vtach", "end"), ("couplet", "event")]
+    assert out[1].sample == a and out[1].detail["beats"] == 3

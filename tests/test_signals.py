@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.signal import butter, sosfiltfilt
 
 from beatwise.bedside import Bedside, RuleClassifier, run_offline
+from beatwise.model.infer import Classifier
 from beatwise.quality import BLOCK_S, SignalQuality
 from beatwise.rhythm import NAMES, SEVERITY, RhythmMonitor
 from tests.contracts import assert_chunk_invariant
 
 FS = 360
+MODELS = Path(__file__).resolve().parents[1] / "models"
 QUALITY = {"lead_off", "noisy_signal"}
 #: An alarm flood: more alarm (warning or critical) onsets and events a minute than this,
 #: beyond what the same record raises when clean -- one every 10 s at one bed is already more
@@ -105,10 +108,33 @@ def test_lead_off_at_a_rail_inside_a_real_record(record):
     assert [a.sample for a in onsets] == [a * FS for a, _, _ in STRETCHES]
     assert [a.detail["level_mv"] for a in onsets] == [level for _, _, level in STRETCHES]
     assert [a.sample for a in ends] == [b * FS for _, b, _ in STRETCHES]  # the signal is back
-    # No false rhythm alarm from the flat stretches, nor from the RR across them.
+    # No false rhythm alarm from the flat stretches, nor from the RR across them: no beat
+    # after a stretch reads as premature (its RR context starts afresh).
     for kind in ("asystole", "pause", "brady", "noisy_signal"):
         assert not of(res, kind), kind
     assert_no_flood(res, clean, len(y))
+    assert premature(res) <= premature(clean)
+    assert {a.kind for a in res.alerts} - QUALITY <= {a.kind for a in clean.alerts}
+
+
+def premature(res) -> set[int]:
+    return {b["sample"] for b in res.beats if b["class"] != "N"}
+
+
+@pytest.mark.parametrize("how", ["held", "rail"])
+def test_lead_off_and_back_on_gives_the_shipped_model_no_false_beats(record, how):
+    # Before the RR context started afresh after a flat stretch, mitdb 100 held flat at the
+    # last sample for 5 and 12 s read 18 false SVPBs (9 after each); before the stretch's
+    # edges were blanked, the steps into and out of the rails read as V beats and opened a
+    # ventricular run across the lead off.
+    clf = Classifier.load(MODELS / "beatwise_seed.pt")
+    x = record("mitdb", "100").signal[: 180 * FS]
+    y = x.copy()
+    for a, b, level in STRETCHES if how == "rail" else [(30, 35, None), (70, 82, None)]:
+        y[a * FS : b * FS] = y[a * FS - 1] if level is None else level
+    res, clean = run_offline(y, clf), run_offline(x, clf)
+    assert premature(res) <= premature(clean) and len(premature(clean)) == 1
+    assert {a.kind for a in res.alerts} == {a.kind for a in clean.alerts} | {"lead_off"}
 
 
 def test_real_asystole_on_a_live_signal_still_alarms(record):

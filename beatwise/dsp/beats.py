@@ -158,6 +158,7 @@ class BeatAssembler:
         self._pre_rrs: list[float] = []
         self._last_r: int | None = None
         self._gaps: list[tuple[int, int]] = []  # [start, stop) marked, not yet behind us
+        self._blanks: list[list] = []  # [start, stop) where no beat is taken; stop None: open
         self._recent = np.zeros((0, self.width), np.float32)  # windows of the last beats
 
     def mark_gap(self, start: int, stop: int) -> None:
@@ -177,6 +178,26 @@ class BeatAssembler:
                 f"emitted beat (sample {floor})."
             )
         self._gaps.append((start, stop))
+
+    def blank(self, start: int, stop: int | None = None) -> None:
+        """Take no beat whose R peak lies in ``start..stop-1`` (``stop`` None: from ``start``
+        on, until called again with the same ``start`` and a ``stop``): the edges of a flat
+        stretch, where the step into or out of a rail reads as a QRS. A beat already emitted
+        stays out; one still pending is dropped, and the RR context goes from the beat
+        before it to the beat after it (mark the stretch itself with :meth:`mark_gap`)."""
+        start = int(start)
+        if self._blanks and self._blanks[-1][0] == start and self._blanks[-1][1] is None:
+            self._blanks[-1][1] = stop
+        else:
+            self._blanks.append([start, stop])
+
+    def _blanked(self, r: int) -> bool:
+        return any(a <= r and (b is None or r < b) for a, b in self._blanks)
+
+    @property
+    def last_emitted(self) -> int | None:
+        """R peak of the last beat emitted (None before the first): a gap must begin after it."""
+        return self._last_r
 
     def _gap_between(self, a: int, b: int) -> bool:
         """Whether a marked gap overlaps the samples between R peaks ``a`` and ``b``."""
@@ -258,6 +279,10 @@ class BeatAssembler:
 
     def _emit(self, *, final: bool) -> Beats:
         rows_s, rows_w, rows_rr = [], [], []
+        if self._blanks:
+            self._pending = [p for p in self._pending if not self._blanked(p[0])]
+            floor = self._pending[0][0] if self._pending else self._n - self._keep
+            self._blanks = [b for b in self._blanks if b[1] is None or b[1] > floor]
         while self._pending:
             r, c, w = self._pending[0]
             if w is None:
