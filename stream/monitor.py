@@ -79,6 +79,11 @@ def sparkline(x: np.ndarray, *, width: int = 20) -> str:
     return "".join("▁▂▃▄▅▆▇█"[v] for v in levels)
 
 
+#: Technical states in which the screen has no ECG to read a rate or rhythm from.
+_NO_ECG_ORDER = ("signal_loss", "lead_off")
+_NO_ECG = frozenset(_NO_ECG_ORDER)
+
+
 class _BedView:
     def __init__(self, name: str, record: str | None) -> None:
         self.name = name
@@ -93,8 +98,16 @@ class _BedView:
         self.ended = False
 
     @property
+    def rate(self) -> float | None:
+        """Heart rate to show: none while there is no ECG to read it from (lead off, signal
+        loss), 0 in asystole, else the last beat's (never a stale rate)."""
+        if _NO_ECG & self.active:
+            return None
+        return 0.0 if "asystole" in self.active else self.hr
+
+    @property
     def rhythm(self) -> str:
-        for kind in EPISODES:
+        for kind in (*_NO_ECG_ORDER, *EPISODES):
             if kind in self.active:
                 return NAMES[kind]
         if not self.recent:
@@ -185,7 +198,7 @@ class Monitor:
         return sum(1 for t in self._beat_times if now - t <= 5.0) / 5.0
 
     def panel(self, b: _BedView) -> Panel:
-        hr = "--" if b.hr is None else f"{b.hr:.0f}"
+        hr = "--" if b.rate is None else f"{b.rate:.0f}"
         head = Text.assemble(
             (f"{hr}", "bold green"), (" bpm  ", "green"), (b.rhythm, _rhythm_style(b))
         )
@@ -267,7 +280,7 @@ class Monitor:
             last = b.alerts[-1] if b.alerts else None
             t.add_row(
                 b.name,
-                "--" if b.hr is None else f"{b.hr:.0f}",
+                "--" if b.rate is None else f"{b.rate:.0f}",
                 Text(b.rhythm, style=_rhythm_style(b)),
                 *[str(b.counts.get(c, 0)) for c in CLASSES],
                 Text(sparkline(b.trace[-2 * FS :], width=20), style="green"),

@@ -101,6 +101,35 @@ def test_rhythm_line_names_the_open_episode():
     assert "V-tach end" in console.export_text()
 
 
+def test_no_stale_heart_rate_without_ecg_or_in_asystole():
+    """The last beat's 75 bpm must not stay on screen once the lead is off, the signal lost or
+    the heart stopped."""
+    mon = Monitor()
+
+    def alert(kind, state):
+        mon({"type": "alert", "bed": "x", "kind": kind, "state": state, "severity": "warning",
+             "name": kind, "time_s": 1.0, "detail": {}})  # fmt: skip
+
+    def screen() -> str:
+        console = Console(record=True, width=100)
+        console.print(mon.render())
+        return console.export_text()
+
+    mon({"type": "beat", "bed": "x", "class": "N", "hr_bpm": 75.0})
+    assert "75 bpm" in screen() and "Sinus rhythm" in screen()
+    for kind, shown, rhythm in (
+        ("asystole", "0 bpm", "Asystole"),
+        ("lead_off", "-- bpm", "Lead off"),
+        ("signal_loss", "-- bpm", "Signal loss"),
+    ):
+        alert(kind, "onset")
+        assert shown in screen() and rhythm in screen(), kind
+        alert(kind, "end")
+        assert "75 bpm" in screen(), kind
+    mon({"type": "beat", "bed": "x", "class": "N", "hr_bpm": 80.0})
+    assert "80 bpm" in screen()
+
+
 def test_braille_trace_shape():
     rows = braille_trace(np.sin(np.linspace(0, 20, 1440)), width=30, height=3)
     assert len(rows) == 3 and all(len(r) == 30 for r in rows)
