@@ -139,8 +139,8 @@ def decode_samples(frames: list[bytes]) -> tuple[dict, np.ndarray]:
     ``fs`` = 360, ``n`` = the payload's sample count (1 to :data:`MAX_SAMPLES`); an end
     header needs ``bed``, ``seq``, ``total_samples`` and an empty payload. Samples must be
     finite. Optional fields, when present: ``stream`` (the sender's run id) and ``record``
-    are strings, ``record_offset`` an integer >= 0, ``sent_at`` and ``speed`` finite
-    numbers >= 0 or null.
+    are strings, ``record_offset`` an integer >= 0, ``loop_samples`` an integer >= 1,
+    ``sent_at`` and ``speed`` finite numbers >= 0 or null.
 
     Raises:
         ProtocolError: with ``reason`` one of :data:`REASONS`.
@@ -167,6 +167,13 @@ def decode_samples(frames: list[bytes]) -> tuple[dict, np.ndarray]:
             raise ProtocolError(f"header {key} {header.get(key)!r}: expected a string.", "header")
     if "record_offset" in header:
         _check_int(header, "record_offset")
+    if "loop_samples" in header:
+        _check_int(header, "loop_samples")
+        if header["loop_samples"] < 1:
+            raise ProtocolError(
+                f"header loop_samples {header['loop_samples']!r}: expected an integer >= 1.",
+                "header",
+            )
     for key in ("sent_at", "speed"):  # null or absent: not known
         v = header.get(key)
         if v is not None and (

@@ -374,6 +374,7 @@ class ReplayPublisher:
                             "units": "mV",
                             "first_sample": p,
                             "record_offset": b.offset,
+                            **({"loop_samples": total} if self.loop else {}),
                             "seq": seq[b.bed],
                             "stream": self.stream_id,
                             "speed": speed,

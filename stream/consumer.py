@@ -76,6 +76,8 @@ _STATUS_WINDOW = 2000
 #: Episodes that a data gap (its flat fill) can fake: muted when their silence, or the first
 #: second of their flat stretch, overlaps a fill.
 _GAP_KINDS = frozenset({"asystole", "pause", "lead_off"})
+#: Alert detail fields that hold a sample index (shifted to the published clock).
+_DETAIL_SAMPLES = frozenset({"onset_sample", "since_sample"})
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,9 @@ class _Bed:
     Three sample clocks meet here: ours (``n``: samples pushed into the bed's pipeline,
     gap fills included), the source's stream index (``first_sample`` in headers: ours +
     ``stream_off``, which changes when the source restarts), and the record's (ours +
-    ``record_off``). Published ``sample`` fields are ours + ``base``: continuous for the
-    whole session of the bed, whatever the source did.
+    ``record_off``, wrapped when the source loops the record). Published ``sample`` fields
+    are ours + ``base``: continuous for the whole session of the bed, whatever the source
+    did.
     """
 
     def __init__(self, name: str, header: dict, *, template: bool = False) -> None:
@@ -96,7 +99,9 @@ class _Bed:
         first = int(header.get("first_sample", 0))
         self.base = first
         self.stream_off = first
-        self.record_off = first + int(header.get("record_offset", 0))
+        self.record_offset = int(header.get("record_offset", 0))
+        self.record_off = first + self.record_offset
+        self.loop = header.get("loop_samples")  # the source loops the record every this many
         self.stream = header.get("stream", "")
         self.side = Bedside(fs=FS, template=template)
         self.next_seq = int(header["seq"])
@@ -106,6 +111,7 @@ class _Bed:
         self.ended = False
         self.total: int | None = None
         self.in_loss = False
+        self.loss_onset = 0  # sample of the open signal_loss onset
         self.ring = np.zeros(_RING, np.float32)
         self.ring_end = 0  # our sample index one past the ring's last sample
         self.sent: deque[tuple[int, int, float, float]] = deque(
@@ -142,6 +148,13 @@ class _Bed:
         self.chunks.append(x)
         self.filled.append((self.n, self.n + missing))
         self.n += missing
+
+    def record_sample(self, n: int) -> int:
+        """The record sample of our sample ``n`` (wrapped when the source loops the record:
+        its stream sample ``s`` is record sample ``record_offset + s % loop_samples``)."""
+        if not self.loop:
+            return n + self.record_off
+        return self.record_offset + (n + self.stream_off) % self.loop
 
     def in_gap(self, a: int, b: int) -> bool:
         """Whether our samples ``[a, b]`` overlap a stretch filled for missing data."""
@@ -626,12 +639,15 @@ class StreamConsumer:
             self._new_bed(name, header)
             bed = self.beds[name]
         bed.next_seq = seq + 1
-        bed.last_rx = self.stats.last_data_at = self.clock()
+        silent_s, bed.last_rx = self.clock() - bed.last_rx, self.clock()
+        self.stats.last_data_at = bed.last_rx
         if self.stats.first_data_at is None:
             self.stats.first_data_at = bed.last_rx
         if bed.in_loss:
             bed.in_loss = False
-            self._alert(bed, Alert("signal_loss", "end", bed.n))
+            # The sample clock stands still while nothing comes: the duration is wall-clock.
+            detail = {"onset_sample": bed.loss_onset, "duration_s": round(silent_s, 2)}
+            self._alert(bed, Alert("signal_loss", "end", bed.n, None, detail))
         if end:
             self.stats.ends += 1
             bed.ended = True
@@ -670,6 +686,7 @@ class StreamConsumer:
                 "bed": name,
                 "record": bed.record,
                 "record_offset": bed.record_off,
+                "loop_samples": bed.loop,
                 "first_sample": bed.base,
                 "fs": FS,
             }
@@ -771,7 +788,7 @@ class StreamConsumer:
                 **rec,
                 "sample": rec["sample"] + bed.base,
                 "time_s": round((rec["sample"] + bed.base) / FS, 4),  # on the same clock
-                "record_sample": rec["sample"] + bed.record_off,
+                "record_sample": bed.record_sample(rec["sample"]),
             }
             self._emit(BEAT, bed.name, body)
             now = self.clock()
@@ -791,6 +808,10 @@ class StreamConsumer:
             return
         body = {**self._envelope(bed, ALERT), **a.to_dict(), "name": NAMES[a.kind]}
         body["sample"] += bed.base
+        # samples in the detail too, on the published clock (an end names its onset's sample)
+        body["detail"] = {
+            k: v + bed.base if k in _DETAIL_SAMPLES else v for k, v in body["detail"].items()
+        }
         body["time_s"] = round(body["sample"] / FS, 3)
         if body["beat_sample"] is not None:
             body["beat_sample"] += bed.base
@@ -854,7 +875,7 @@ class StreamConsumer:
         now = self.clock()
         for bed in self.beds.values():
             if not bed.ended and not bed.in_loss and now - bed.last_rx > self.signal_loss_s:
-                bed.in_loss = True
+                bed.in_loss, bed.loss_onset = True, bed.n
                 self._alert(
                     bed,
                     Alert(

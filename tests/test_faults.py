@@ -81,8 +81,8 @@ def malformed(rng: np.random.Generator, src: FakeSource, bed: str, seq: int, fir
     if kind == "version":
         h["v"] = int(rng.integers(2, 9))
     elif kind == "header":  # the fields every message needs, and the optional ones read
-        key = ["seq", "first_sample", "record_offset", "sent_at", "speed"][rng.integers(5)]
-        h[key] = [-1, "7", True, [1], {"x": 1}][rng.integers(5)]
+        keys = ["seq", "first_sample", "record_offset", "loop_samples", "sent_at", "speed"]
+        h[keys[rng.integers(len(keys))]] = [-1, "7", True, [1], {"x": 1}][rng.integers(5)]
     elif kind == "bed":
         topic = [b"ecg.", b"ecg.a b", b"ecg.x.y", b"ecg." + b"z" * 70, b"ecg.\xff"][rng.integers(5)]
         return [topic, good[1], good[2]], kind

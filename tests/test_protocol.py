@@ -58,6 +58,8 @@ CASES = {
         with_header(record_offset=None),
         with_header(record_offset="x"),
         with_header(record_offset=-1),
+        with_header(loop_samples=0),
+        with_header(loop_samples=2.5),
         with_header(sent_at="now"),
         with_header(sent_at=-1.0),
         with_header(speed=[1]),
@@ -130,6 +132,7 @@ def test_a_good_message_round_trips():
                 [
                     *("v", "type", "bed", "seq", "first_sample", "fs", "n", "stream"),
                     *("total_samples", "record", "record_offset", "sent_at", "speed"),
+                    "loop_samples",
                 ]
             ),
             st.one_of(
@@ -156,5 +159,6 @@ def test_fuzzed_frames_only_ever_raise_protocol_errors(topic, header, payload, e
     assert isinstance(h["seq"], int) and h["seq"] >= 0
     # the optional fields a consumer reads are of their types
     assert isinstance(h.get("record", ""), str) and int(h.get("record_offset", 0)) >= 0
+    assert h.get("loop_samples", 1) >= 1 and isinstance(h.get("loop_samples", 1), int)
     assert float(h.get("sent_at") or 0) >= 0 and float(h.get("speed") or 0) >= 0
     assert np.isfinite(x).all() and (h.get("type", "samples") == "end" or len(x) == h["n"])

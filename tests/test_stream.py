@@ -272,16 +272,22 @@ def test_signal_loss_onset_and_end(tmp_path):
     t.start()
     src.handshake()
     x = np.zeros(36, np.float32)
-    src.send("b1", 0, 0, x)
+    src.send("b1", 0, 3600, x)  # joined 10 s into the stream
     assert until(lambda: con.stats.messages >= 1)
     assert loss() == []
     clock.now += 2.1  # 2.1 s of the consumer's clock without samples
     assert until(lambda: loss() == ["onset"])
-    src.send("b1", 1, 36, x)
-    src.end("b1", 2, 72)
+    clock.now += 3.0  # 5.1 s without samples in all
+    src.send("b1", 1, 3636, x)
+    src.end("b1", 2, 3672)
     t.join(30)
     src.close()
     assert loss() == ["onset", "end"]
+    # the end says when the loss began and how long it lasted (wall clock: the sample
+    # clock stands still while nothing comes)
+    onset, end = (e for e in events if e.get("type") == "alert" and e["kind"] == "signal_loss")
+    assert onset["sample"] == 3636  # on the published clock, as the end's onset_sample
+    assert end["detail"] == {"onset_sample": onset["sample"], "duration_s": 5.1}
 
 
 def test_alerts_command_prints_filtered_alerts(tmp_path, capsys):
@@ -353,3 +359,35 @@ def test_recent_keeps_the_latest_values_in_arrival_order():
         r.append(v)
     assert len(r) == 3 and list(r) == [2, 3, 4] and np.asarray(r).tolist() == [2, 3, 4]
     assert r.last(2).tolist() == [3, 4] and r.last(10).tolist() == [2, 3, 4]
+
+
+def test_a_looped_record_gives_record_samples_within_the_record(tmp_path):
+    """With --loop the stream index keeps counting; the beats' record_sample wraps with the
+    record, so a .bwa annotation or a look-up in the record lands on the right beat."""
+    ep = endpoints(tmp_path)
+    (src,) = load_beds("mitdb", ["100@60"], duration_s=20)
+    length = len(src.signal)
+    pub = ReplayPublisher([src], endpoint=ep["data"], control=ep["ctl"], speed=math.inf, loop=True)
+    stop, beats, headers = threading.Event(), [], []
+
+    def take(m):
+        if m.get("type") == "beat":
+            beats.append(m)
+            if m["sample"] > 2.5 * length:
+                stop.set()
+        elif m.get("type") == "bed":
+            headers.append(m)
+
+    t = threading.Thread(target=pub.run, kwargs={"stop": stop}, daemon=True)
+    t.start()
+    con = StreamConsumer(
+        RuleClassifier(), connect=ep["data"], control=ep["ctl"], publish=None, listeners=[take]
+    )
+    con.run(max_duration_s=60)
+    t.join(10)
+    assert headers[0]["loop_samples"] == length and headers[0]["record_offset"] == 60 * 360
+    rs = np.array([b["record_sample"] for b in beats])
+    s = np.array([b["sample"] for b in beats])
+    assert s.max() > 2.5 * length
+    assert np.all((rs >= 60 * 360) & (rs < 60 * 360 + length))
+    assert np.all((s - (rs - 60 * 360)) % length == 0)
