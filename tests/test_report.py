@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import wfdb
 
 from beatwise.cli import main
-from beatwise.report import bed_summary, patient_summary, read_log, write_reports
+from beatwise.report import bed_summary, clock, patient_summary, read_log, write_reports
 from beatwise.rhythm import RhythmMonitor
 
 FS = 360
@@ -142,7 +143,7 @@ def test_patient_report_says_slow_rate_and_stopped_heart():
     s["episodes"]["asystole"] = [{"onset": "00:00:10"}]
     s["pauses"] = []
     lines = patient_summary(s)["lines"]
-    assert any("stopped beating for 4 seconds or more 1 time(s)" in x for x in lines)
+    assert any("stopped beating for 4 seconds or more once" in x for x in lines)
     assert not any("paused" in x for x in lines)
 
 
@@ -158,6 +159,27 @@ def test_write_reports_and_wfdb_annotations(tmp_path):
     ann = wfdb.rdann(str(folder / "r1"), "bwa")
     assert ann.fs == FS and len(ann.sample) == 25
     assert ann.sample[0] == FS + 1000 and "".join(ann.symbol) == "N" * 10 + "V" * 5 + "N" * 10
+
+
+def test_a_looped_session_annotates_the_first_pass_through_the_record(tmp_path):
+    # --loop: record samples start over (the consumer wraps them); wrann needs them to grow
+    msgs = [{"type": "bed", "bed": "b", "record": "mitdb/r2", "record_offset": 0}]
+    for k in range(25):
+        s = 1000 + 180 * k
+        rs = s % 2000
+        msgs.append({"type": "beat", "bed": "b", "sample": s, "record_sample": rs, "class": "N"})
+    (folder,) = write_reports(msgs, tmp_path)
+    ann = wfdb.rdann(str(folder / "r2"), "bwa")
+    assert list(ann.sample) == [1000 + 180 * k for k in range(6)]  # up to the wrap at 2000
+
+
+def test_a_bed_name_that_is_no_bed_name_writes_nowhere(tmp_path, caplog):
+    # a session log is outside input: its bed name becomes a folder name
+    msgs = session("N" * 5, bed="../escape") + session("N" * 5, bed="good")
+    with caplog.at_level("WARNING"):
+        folders = write_reports(msgs, tmp_path / "out")
+    assert folders == [tmp_path / "out" / "good"]
+    assert not (tmp_path / "escape").exists() and "'../escape'" in caplog.text
 
 
 def test_report_command_on_a_real_session_log(tmp_path, record):
@@ -187,3 +209,269 @@ def test_bad_log_line_is_named(tmp_path):
     with pytest.raises(ValueError, match="line 2"):
         read_log(log)
     assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def alert(kind: str, state: str, at_s: float, bed: str = "b1", **detail) -> dict:
+    """An alert message at ``at_s`` seconds, as the consumer logs it."""
+    return {
+        "type": "alert",
+        "bed": bed,
+        "kind": kind,
+        "state": state,
+        "sample": int(round(at_s * FS)),
+        "beat_sample": None,
+        "detail": detail,
+    }
+
+
+def test_doctor_report_lists_technical_events_and_the_patient_hears_of_them_once(tmp_path):
+    """Lead off 20 s, noisy 6 s, a signal loss over a data gap of 5 s: each listed with its
+    onset and duration; the stretches without ECG (25 s) summed once for the patient."""
+    msgs = session("N" * 100)  # 80 s at 75 bpm
+    msgs[-1:-1] = [
+        alert("lead_off", "onset", 10, level_mv=0.0),
+        alert("lead_off", "end", 30, onset_sample=10 * FS, duration_s=20.0),
+        alert("noisy_signal", "onset", 40, noise_mv=0.3),
+        alert("noisy_signal", "end", 46, onset_sample=40 * FS, duration_s=6.0),
+        alert("signal_loss", "onset", 60, silent_s=1.6),
+        alert("data_gap", "event", 60, missing_messages=50, missing_samples=5 * FS),
+        alert("signal_loss", "end", 65, onset_sample=60 * FS, duration_s=7.2),
+    ]
+    (folder,) = write_reports(msgs, tmp_path)
+    doc = json.loads((folder / "doctor.json").read_text())
+    tech = doc["technical"]
+    assert {k: v["count"] for k, v in tech.items()} == {
+        "lead_off": 1,
+        "signal_loss": 1,
+        "data_gap": 1,
+        "unlogged": 0,
+        "noisy_signal": 1,
+    }
+    assert tech["lead_off"]["total_s"] == 20.0 and tech["noisy_signal"]["total_s"] == 6.0
+    assert tech["signal_loss"]["episodes"][0]["duration_s"] == 7.2  # wall clock, as logged
+    assert doc["no_ecg_s"] == 25.0  # lead off 20 + the 5 s that never came, counted once
+    md = (folder / "doctor.md").read_text()
+    section = md.split("## Signal quality / technical events")[1]
+    for row in (
+        "| 00:00:10 | Lead off | 20.0 s |",
+        "| 00:00:40 | Noisy signal | 6.0 s |",
+        "| 00:01:00 | Data gap | 5.0 s |",
+        "| 00:01:00 | Signal loss | 7.2 s (wall clock; 5.0 s of ECG lost) |",
+    ):
+        assert row in section
+    assert "| Lead off | 1 | 20.0 s |" in section
+    lines = (folder / "patient.md").read_text().lower()
+    said = [x for x in lines.splitlines() if "no usable signal" in x]
+    assert len(said) == 1 and "25 seconds in all" in said[0]
+    assert not any(w in lines for w in ("alarm", "danger", "warning", "!"))
+    # nothing technical: nothing said, and the quiet night is still "nothing unusual"
+    quiet = patient_summary(bed_summary(_bed(session("N" * 100))))["lines"]
+    assert not any("usable signal" in x for x in quiet)
+    assert any("nothing unusual" in x for x in quiet)
+
+
+def test_an_end_without_onset_or_duration_is_paired_with_the_latest_open_onset(tmp_path):
+    """Older logs: a signal_loss end names no onset and gives no duration. It pairs with
+    the latest open onset of its kind on its own bed; an onset never ended lasts to the
+    log's last sample; a stall in which no sample was lost lasted at least ``silent_s``."""
+    msgs = session("N" * 100)  # the log's last sample at 81.2 s
+    msgs[-1:-1] = [
+        alert("signal_loss", "onset", 10, silent_s=1.6),
+        alert("signal_loss", "onset", 12, bed="b2", silent_s=1.6),  # another bed's, open
+        alert("data_gap", "event", 10, missing_messages=50, missing_samples=5 * FS),
+        alert("signal_loss", "end", 15),
+        alert("signal_loss", "onset", 40, silent_s=2.5),
+        alert("signal_loss", "end", 40),  # the source stalled: nothing lost
+        alert("lead_off", "onset", 70, level_mv=0.0),  # never ended
+    ]
+    beds = {
+        f.name: json.loads((f / "doctor.json").read_text()) for f in write_reports(msgs, tmp_path)
+    }
+    loss = beds["b1"]["technical"]["signal_loss"]["episodes"]
+    assert [(e["onset"], e["duration_s"], e["at_least"]) for e in loss] == [
+        ("00:00:10", 5.0, False),
+        ("00:00:40", 2.5, True),
+    ]
+    off = beds["b1"]["technical"]["lead_off"]["episodes"]
+    assert off == [
+        {
+            "onset": "00:01:10",
+            "onset_s": 70.0,
+            "duration_s": 11.2,
+            "ongoing": True,
+            "end_logged": False,
+            "at_least": False,
+        }
+    ]
+    assert beds["b1"]["no_ecg_s"] == 16.2
+    (b2,) = beds["b2"]["technical"]["signal_loss"]["episodes"]
+    assert b2["ongoing"] and b2["onset"] == "00:00:12"
+
+
+def test_ongoing_and_restarted_episodes_are_said_so(tmp_path):
+    """An episode open when the log ends is "ongoing at end of recording". The consumer
+    crashed at 50 s with a lead off and a noise episode open and restarted at 60 s: they end
+    there ("end not logged"), not at the log's end, and 50-60 s was not monitored."""
+    msgs = session("N" * 100)  # 75 bpm; the log's last sample at 81.2 s
+    beats = [m for m in msgs if m["type"] == "beat"]
+    before = [m for m in beats if m["sample"] < 50 * FS]
+    after = [m for m in beats if m["sample"] >= 60 * FS]
+    msgs = [
+        *msgs[:2],
+        *before,
+        alert("lead_off", "onset", 20, level_mv=0.0),
+        alert("noisy_signal", "onset", 45, noise_mv=0.3),
+        {"type": "session", "fs": FS},
+        {"type": "bed", "bed": "b1", "record": "test/r1", "first_sample": 60 * FS},
+        *after,
+        alert("noisy_signal", "onset", 75, noise_mv=0.3),
+        msgs[-1],
+    ]
+    (folder,) = write_reports(msgs, tmp_path)
+    doc = json.loads((folder / "doctor.json").read_text())
+    (off,) = doc["technical"]["lead_off"]["episodes"]
+    assert off["duration_s"] == 40.0 and not off["end_logged"] and not off["ongoing"]
+    noisy = doc["technical"]["noisy_signal"]["episodes"]
+    assert [(e["duration_s"], e["ongoing"]) for e in noisy] == [(15.0, False), (6.2, True)]
+    (down,) = doc["technical"]["unlogged"]["episodes"]  # from the last beat logged
+    assert down["onset_s"] == before[-1]["sample"] / FS and down["onset"] == "00:00:50"
+    md = (folder / "doctor.md").read_text()
+    assert "| 00:01:15 | Noisy signal | 6.2 s (ongoing at end of recording) |" in md
+    assert "| 00:00:20 | Lead off | 40.0 s (end not logged) |" in md
+    assert doc["no_ecg_s"] == 40.0  # the lead off and the time the monitor was down, once
+    # no RR across the restart: the 75 bpm holds
+    assert doc["hr_min_bpm"] == pytest.approx(75, abs=0.5) and not doc["pauses"]
+
+
+def test_a_new_session_after_a_long_data_gap_is_no_restart(tmp_path):
+    """The consumer itself opens a new session after a gap too long to bridge: the data gap
+    says so, and the same stretch is not listed again as the monitor being down."""
+    msgs = session("N" * 100)
+    msgs[-1:-1] = [
+        alert(
+            "data_gap", "event", 50, missing_messages=100, missing_samples=10 * FS, new_session=True
+        ),
+        {"type": "bed", "bed": "b1", "record": "test/r1", "first_sample": 60 * FS},
+    ]
+    (folder,) = write_reports(msgs, tmp_path)
+    doc = json.loads((folder / "doctor.json").read_text())
+    assert doc["technical"]["unlogged"]["count"] == 0 and doc["no_ecg_s"] == 10.0
+    assert (
+        "| 00:00:50 | Data gap | 10.0 s (not bridged: a new session began) |"
+        in (folder / "doctor.md").read_text()
+    )
+
+
+def test_one_time_format_everywhere():
+    """Rounded to the nearest second, half up: a V-tach at 6.5 s reads 00:00:07 in the
+    table and in its strip's name (it read 00:00:06 and 6 s: truncated, or half to even)."""
+    assert [clock(t) for t in (6.4, 6.5, 7.5, 59.6, 3599.5)] == [
+        "00:00:06",
+        "00:00:07",
+        "00:00:08",
+        "00:01:00",
+        "01:00:00",
+    ]
+
+
+def test_event_times_agree_between_sections(tmp_path):
+    msgs = session("N" * 10 + "VVV" + "N" * 5, rr_s=0.55)  # first V at 360 + 10 * 198
+    (onset,) = [m for m in msgs if m.get("kind") == "vtach" and m["state"] == "onset"]
+    assert onset["sample"] == 2340  # 6.5 s
+    msgs.insert(-1, {**msgs[-2], "kind": "vtach", "start_sample": 1620, "sample": 2340})
+    (folder,) = write_reports(msgs, tmp_path)
+    md = (folder / "doctor.md").read_text()
+    assert "| 00:00:07 | 3 |" in md
+    assert (folder / "strip_00_vtach_7s.png").exists()
+
+
+def test_no_none_nan_or_bad_plurals_in_either_report(tmp_path):
+    """Too few beats for HRV says so; one of a thing is singular, several plural."""
+    msgs = session("NVN", rr_s=29.0)  # 3 beats in 60 s; a 29 s RR is a pause
+    (folder,) = write_reports(msgs, tmp_path)
+    md = (folder / "doctor.md").read_text()
+    patient = (folder / "patient.md").read_text()
+    for text in (md, patient):
+        assert not re.search(r"\bNone\b|\bnan\b|\(s\)|\b1 \w+s\b", text), text
+    assert "HRV: not enough normal-to-normal intervals" in md
+    assert "watched for 1 minute;" in patient and "counted 3 heartbeats" in patient
+    assert "1 beat (" in patient
+    s = bed_summary(_bed(session("N" * 10 + "VVVV" + "N" * 10, rr_s=0.5)))
+    lines = " ".join(patient_summary(s)["lines"])
+    assert "There was 1 short spell of a fast rhythm" in lines
+    s["vtach_runs"] *= 2
+    assert "There were 2 short spells" in " ".join(patient_summary(s)["lines"])
+
+
+def test_v_beats_inside_bigeminy_are_counted_and_explained(tmp_path):
+    """The rules raise no PVC event for a V beat while bigeminy is on: the doctor report
+    gives the V-beat count beside the events, and says where the rest went."""
+    msgs = session("N" * 10 + "NV" * 12 + "N" * 10)
+    (folder,) = write_reports(msgs, tmp_path)
+    doc = json.loads((folder / "doctor.json").read_text())
+    assert doc["v_beats"] == 12 and doc["episodes"]["bigeminy"]
+    assert 0 < doc["isolated_pvcs"] < 12
+    assert doc["isolated_pvcs"] + doc["v_beats_in_bigeminy_trigeminy"] == 12
+    md = (folder / "doctor.md").read_text()
+    assert "Ventricular beats (class V): 12." in md
+    assert f"{doc['isolated_pvcs']} isolated PVCs" in md
+    assert (
+        f"{doc['v_beats_in_bigeminy_trigeminy']} V beats fell within bigeminy / trigeminy "
+        "episodes: counted as beats, not as separate PVC events"
+    ) in md
+
+
+def _gapped(rr_s: list[float], gaps_after: dict[int, float], *, mark: bool):
+    """Beats with the given RR intervals; after beat ``i`` a data gap of ``gaps_after[i]``
+    s; the rules see the gaps (``mark``) as the live consumer does, or not (older logs)."""
+    samples, at = [FS], FS
+    for i, rr in enumerate(rr_s):
+        at += int(round((rr + gaps_after.get(i, 0.0)) * FS))
+        samples.append(at)
+    msgs, m = [], RhythmMonitor()
+    for i, s in enumerate(samples):
+        if i - 1 in gaps_after:
+            start = samples[i - 1] + FS // 2
+            stop = start + int(round(gaps_after[i - 1] * FS))
+            if mark:
+                m.mark_gap(start, stop)
+            msgs.append(
+                alert(
+                    "data_gap",
+                    "event",
+                    start / FS,
+                    missing_messages=1,
+                    missing_samples=stop - start,
+                )
+            )
+        msgs.append({"type": "beat", "bed": "b1", "sample": int(s), "class": "N"})
+        msgs += [{"type": "alert", "bed": "b1", **a.to_dict()} for a in m.push([s], ["N"])]
+    msgs += [{"type": "alert", "bed": "b1", **a.to_dict()} for a in m.finish(samples[-1] + FS)]
+    return _bed(msgs)
+
+
+def test_heart_rate_figures_and_brady_mention_follow_one_rule():
+    """Five slow RR (40 bpm) between two data gaps: the rules average the 8 RR before each
+    beat, gaps left out, and raise bradycardia; the lowest rate says the same (it read 75:
+    no 8-beat window free of a gap held the slow beats)."""
+    rr = [0.8] * 20 + [1.5] * 6 + [0.8] * 20
+    s = bed_summary(_gapped(rr, {19: 10.0, 25: 10.0}, mark=True))
+    assert s["episodes"]["brady"]
+    assert s["hr_min_bpm"] < 50 and s["hr_max_bpm"] == pytest.approx(75, abs=0.5)
+    assert "brady" not in s["discarded"]  # (the asystole over the gaps is, as live)
+    lines = " ".join(patient_summary(s)["lines"])
+    assert "slower than 50 beats a minute once" in lines
+    low = re.search(r"lowest (\d+)", lines)
+    assert low and int(low.group(1)) < 50
+
+
+def test_brady_pause_and_asystole_raised_only_across_a_gap_are_left_out():
+    """An older monitor took the 20 s without data for 20 s without a beat: a pause, a
+    bradycardia and an asystole. No ECG, no rate: all left out (and counted), as in the
+    heart rate; the live consumer mutes such an asystole and pause too."""
+    s = bed_summary(_gapped([0.8] * 40, {19: 20.0}, mark=False))
+    assert s["hr_min_bpm"] == pytest.approx(75, abs=0.5)
+    lines = " ".join(patient_summary(s)["lines"])
+    assert "slower" not in lines and "paused" not in lines and "stopped" not in lines
+    assert not s["pauses"] and not s["episodes"]["brady"] and not s["episodes"]["asystole"]
+    assert s["discarded"] == {"pause": 1, "brady": 1, "asystole": 1}
