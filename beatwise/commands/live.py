@@ -58,7 +58,9 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument(
         "--report-dir", default=None, help="write the reports here at the end of the session"
     )
-    p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--duration-s", type=_positive_seconds, default=None, help="stop after this many seconds"
+    )
     p.add_argument(
         "--stats-json", default=None, help="write the consumer's totals here at exit (JSON)"
     )
@@ -94,7 +96,11 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     )
     p.add_argument("--bed", nargs="+", default=None, help="only these beds")
     p.add_argument(
-        "--kind", nargs="+", default=None, help="only these alert kinds (vtach, pvc, ...)"
+        "--kind",
+        nargs="+",
+        type=_alert_kind,
+        default=None,
+        help="only these alert kinds (vtach, pvc, lead_off, ...; an unknown one lists them all)",
     )
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--count", type=int, default=None, help="exit after this many alerts")
@@ -118,11 +124,13 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--speed", default="10", help="replay speed (default: %(default)s)")
     p.add_argument(
         "--seconds",
-        type=float,
+        type=_positive_seconds,
         default=45.0,
-        help="demo length, wall seconds (default: %(default)s)",
+        help="demo length, wall seconds, > 0 (default: %(default)s)",
     )
-    p.add_argument("--start-s", type=float, default=0.0, help="start offset into the records, s")
+    p.add_argument(
+        "--start-s", type=_start_seconds, default=0.0, help="start offset into the records, s"
+    )
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -146,7 +154,7 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     )
     p.add_argument(
         "--speed1-s",
-        type=float,
+        type=_positive_seconds,
         default=60.0,
         help="length of the speed-1 run, s (default: %(default)s)",
     )
@@ -156,6 +164,48 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "--out", default="docs/results/bench_stream.json", help="output JSON (default: %(default)s)"
     )
     p.set_defaults(func=_bench)
+
+
+def _alert_kind(value: str) -> str:
+    """argparse type of ``--kind``: one of :data:`beatwise.rhythm.KINDS` (rhythm, signal
+    quality and stream alerts alike), imported only when the option is given."""
+    from beatwise.rhythm import KINDS
+
+    if value not in KINDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown alert kind {value!r}; expected one of: {', '.join(KINDS)}"
+        )
+    return value
+
+
+def _positive_seconds(value: str) -> float:
+    """argparse type of a length in seconds: a finite number > 0."""
+    import math
+
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(
+            f"got {value!r}; expected a positive number of seconds (e.g. 45 or 2.5)"
+        )
+    return seconds
+
+
+def _start_seconds(value: str) -> float:
+    """argparse type of a start offset in seconds: a finite number >= 0."""
+    import math
+
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(
+            f"got {value!r}; expected a number of seconds >= 0 (e.g. 0 or 120)"
+        )
+    return seconds
 
 
 def _replay_args(p: argparse.ArgumentParser) -> None:
@@ -172,13 +222,18 @@ def _replay_args(p: argparse.ArgumentParser) -> None:
         help="samples per message (default: %(default)s = 0.1 s)",
     )
     p.add_argument("--loop", action="store_true", help="start again when a record ends")
-    p.add_argument("--start-s", type=float, default=0.0, help="start offset into each record, s")
     p.add_argument(
-        "--duration-s", type=float, default=None, help="seconds of each record to stream"
+        "--start-s", type=_start_seconds, default=0.0, help="start offset into each record, s"
+    )
+    p.add_argument(
+        "--duration-s",
+        type=_positive_seconds,
+        default=None,
+        help="seconds of each record to stream",
     )
     p.add_argument(
         "--max-wall-s",
-        type=float,
+        type=_positive_seconds,
         default=None,
         help="stop streaming after this many wall-clock seconds (end messages are still sent)",
     )
@@ -440,12 +495,22 @@ def _report(args: argparse.Namespace) -> int:
     from beatwise.report import read_log
 
     log = Path(args.log)
+    expected = "expected the JSON lines of 'beatwise monitor --log FILE'"
     if not log.is_file():
-        raise FileNotFoundError(
-            f"session log {log} not found (write one with 'beatwise monitor --log FILE')."
-        )
+        what = "is a folder, not a file" if log.is_dir() else "not found"
+        raise FileNotFoundError(f"session log {log} {what}; {expected}.")
+    try:
+        messages = read_log(log)
+    except UnicodeDecodeError as exc:  # a ValueError, but one that names no file
+        raise ValueError(
+            f"session log {log}: not UTF-8 text (byte {exc.start}: {exc.reason}); {expected}."
+        ) from exc
+    if not any(m.get("type") in ("beat", "alert") for m in messages):
+        size = log.stat().st_size
+        held = "is empty (0 bytes)" if size == 0 else f"has no beat or alert line ({size} bytes)"
+        raise ValueError(f"session log {log} holds no session data: it {held}; {expected}.")
     out = Path(args.out) if args.out else log.with_name(log.stem + "_report")
-    _write_reports(read_log(log), out)
+    _write_reports(messages, out)
     return 0
 
 
