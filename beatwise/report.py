@@ -175,6 +175,7 @@ def _by_bed(messages: Iterable[dict]) -> dict[str, dict]:
         elif kind == "strip":
             b["strips"].append(m)
         elif kind == "bed":
+            b.setdefault("first", int(m.get("first_sample") or 0))  # where it was joined
             if b.pop("gap_session", False):
                 pass  # a new session after a gap too long to bridge, its data gap logged
             elif b["beats"] or b["alerts"]:  # the bed's session began again: a restart
@@ -407,8 +408,10 @@ def bed_summary(bed: dict) -> dict:
     last = _last_sample(bed)
     restarts = bed.get("restarts", ())
     out: dict = {"bed": bed["bed"], "record": bed.get("record"), "beats": n}
-    out["span_s"] = round(last / FS, 1)
-    out["span"] = clock(last / FS)
+    # from where the bed was joined (a late join's samples start past 0) to its last sample
+    span = max(last - int(bed.get("first", 0)), 0) / FS
+    out["span_s"] = round(span, 1)
+    out["span"] = clock(span)
 
     technical = {
         k: _episodes(alerts, k, last, restarts) for k in ("lead_off", "signal_loss", "noisy_signal")

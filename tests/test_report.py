@@ -11,7 +11,7 @@ import pytest
 import wfdb
 
 from beatwise.cli import main
-from beatwise.report import bed_summary, clock, patient_summary, read_log, write_reports
+from beatwise.report import _by_bed, bed_summary, clock, patient_summary, read_log, write_reports
 from beatwise.rhythm import RhythmMonitor
 
 FS = 360
@@ -180,6 +180,18 @@ def test_a_bed_name_that_is_no_bed_name_writes_nowhere(tmp_path, caplog):
         folders = write_reports(msgs, tmp_path / "out")
     assert folders == [tmp_path / "out" / "good"]
     assert not (tmp_path / "escape").exists() and "'../escape'" in caplog.text
+
+
+def test_a_bed_joined_late_is_watched_from_where_it_was_joined():
+    # the published samples of a bed joined 100 s into the stream start at 36,000
+    msgs = session("N" * 75, rr_s=0.8)  # beats from 1 s to 60.2 s
+    for m in msgs:
+        if "sample" in m:
+            m["sample"] += 100 * FS
+    msgs[1]["first_sample"] = 100 * FS
+    s = bed_summary(_by_bed(msgs)["b1"])
+    assert 59 <= s["span_s"] <= 62 and s["span"] == clock(s["span_s"])
+    assert "1 minute" in patient_summary(s)["lines"][0]
 
 
 def test_report_command_on_a_real_session_log(tmp_path, record):
