@@ -56,12 +56,15 @@ def data_dir() -> Path:
 
 
 def _db_dir(db: str, root: Path | None) -> Path:
+    given = root is not None
     root = data_dir() if root is None else Path(root)
     folder = root / db
     if not (folder / "RECORDS").is_file():
+        where = "name the folder that holds" if given else f"set {_ENV} to the folder that holds"
+        into = f" --dir {root}" if given else ""
         raise RecordError(
-            f"database {db!r}: no RECORDS file in {folder} (set {_ENV} to the folder that holds "
-            f"{db}/, or run 'beatwise data download --db {db}')."
+            f"database {db!r}: no RECORDS file in {folder} ({where} {db}/, or run "
+            f"'beatwise data download --db {db}{into}')."
         )
     return folder
 

@@ -260,3 +260,13 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
         timeout=120,
     )
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
+
+
+def test_download_refuses_a_database_it_does_not_read(tmp_path, capsys):
+    # '--db ../x' made folders outside the data directory
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["data", "download", "--db", "../x", "--dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "'../x'" in err and "mitdb" in err and "svdb" in err
+    assert not any(tmp_path.iterdir()) and not (tmp_path.parent / "x").exists()

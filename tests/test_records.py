@@ -79,9 +79,14 @@ def db_copy(tmp_path, record):
     return tmp_path, dst
 
 
-def test_unknown_database_names_the_folder(tmp_path):
-    with pytest.raises(RecordError, match=r"nosuch.*BEATWISE_DATA"):
+def test_unknown_database_names_the_folder(tmp_path, monkeypatch):
+    # a folder given by the caller (--dir): the hint is about that folder, not the variable
+    with pytest.raises(RecordError, match=r"nosuch.*download --db nosuch --dir ") as e:
         list_records("nosuch", root=tmp_path)
+    assert str(tmp_path) in str(e.value) and "BEATWISE_DATA" not in str(e.value)
+    monkeypatch.setenv("BEATWISE_DATA", str(tmp_path))
+    with pytest.raises(RecordError, match=r"nosuch.*BEATWISE_DATA"):
+        list_records("nosuch")
 
 
 @pytest.mark.parametrize("ext", ["dat", "atr", "hea"])

@@ -18,7 +18,11 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
         "download", help="fetch databases from PhysioNet (needs the network)"
     )
     p.add_argument(
-        "--db", nargs="+", default=list(DATABASES), help="databases (default: %(default)s)"
+        "--db",
+        nargs="+",
+        default=list(DATABASES),
+        choices=DATABASES,  # the ones BeatWise reads; a name is also a folder name
+        help="databases (default: %(default)s)",
     )
     p.add_argument("--dir", default=None, help="target folder (default: the data directory)")
     p.set_defaults(func=_download)
