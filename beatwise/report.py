@@ -572,7 +572,7 @@ def patient_summary(s: dict) -> dict:
     if s["hr_mean_bpm"] is not None:
         lines.append(
             f"Your average heart rate was {s['hr_mean_bpm']:.0f} beats a minute "
-            f"(lowest {s['hr_min_bpm']:.0f}, highest {s['hr_max_bpm']:.0f})."
+            f"(lowest {math.floor(s['hr_min_bpm'])}, highest {math.ceil(s['hr_max_bpm'])})."
         )
     extra_v, extra_a = s["counts"]["V"], s["counts"]["A"]
     pct_v, pct_a = s["burden_pct"]["V"], s["burden_pct"]["A"]
@@ -659,6 +659,9 @@ def _lasted(duration_s: float | None, note: str) -> str:
 
 def _doctor_md(s: dict, strips: list[str]) -> str:
     hr = lambda v: "--" if v is None else f"{v:.0f}"  # noqa: E731
+    # min down, max up: a 49.6-bpm low must not read "50" beside a bradycardia (< 50)
+    lo = lambda v: "--" if v is None else f"{math.floor(v)}"  # noqa: E731
+    hi = lambda v: "--" if v is None else f"{math.ceil(v)}"  # noqa: E731
     val = lambda v: "--" if v is None else f"{v}"  # noqa: E731
     span = s["span_s"]
     no_ecg = s.get("no_ecg_s") or 0.0
@@ -686,8 +689,8 @@ def _doctor_md(s: dict, strips: list[str]) -> str:
         f"- Recording span: {s['span']} ({span} s), {s['beats']} beats classified",
         f"- Without ECG (lead off, signal loss, data gaps, monitor down): {_secs(no_ecg)}"
         + (f" ({100 * no_ecg / span:.1f}% of the span)" if span and no_ecg else ""),
-        f"- Heart rate: mean {hr(s['hr_mean_bpm'])}, min {hr(s['hr_min_bpm'])}, "
-        f"max {hr(s['hr_max_bpm'])} bpm (min/max over running means of 8 RR; no RR across "
+        f"- Heart rate: mean {hr(s['hr_mean_bpm'])}, min {lo(s['hr_min_bpm'])}, "
+        f"max {hi(s['hr_max_bpm'])} bpm (min/max over running means of 8 RR; no RR across "
         "a stretch without ECG)",
         hrv,
         vent,

@@ -11,7 +11,15 @@ import pytest
 import wfdb
 
 from beatwise.cli import main
-from beatwise.report import _by_bed, bed_summary, clock, patient_summary, read_log, write_reports
+from beatwise.report import (
+    _by_bed,
+    _doctor_md,
+    bed_summary,
+    clock,
+    patient_summary,
+    read_log,
+    write_reports,
+)
 from beatwise.rhythm import RhythmMonitor
 
 FS = 360
@@ -475,6 +483,14 @@ def test_heart_rate_figures_and_brady_mention_follow_one_rule():
     assert "slower than 50 beats a minute once" in lines
     low = re.search(r"lowest (\d+)", lines)
     assert low and int(low.group(1)) < 50
+
+
+def test_lowest_and_highest_rates_never_round_across_the_alarm_limits():
+    s = bed_summary(_gapped([0.8] * 40, {}, mark=True))
+    s["hr_min_bpm"], s["hr_max_bpm"] = 49.6, 120.2  # a bradycardia (< 50), a tachycardia (> 120)
+    lines = " ".join(patient_summary(s)["lines"])
+    assert "lowest 49, highest 121" in lines
+    assert "min 49, max 121 bpm" in _doctor_md(s, [])
 
 
 def test_brady_pause_and_asystole_raised_only_across_a_gap_are_left_out():
