@@ -16,7 +16,16 @@ from beatwise.quality import SignalQuality
 from beatwise.records import FS
 from beatwise.rhythm import Alert
 
-__all__ = ["GAP_RAMP", "WINDOW_AFTER", "WINDOW_BEFORE", "BeatPipeline", "bridge"]
+__all__ = [
+    "GAP_RAMP",
+    "RAIL_SAMPLES",
+    "SETTLE_S",
+    "STEP_MV",
+    "WINDOW_AFTER",
+    "WINDOW_BEFORE",
+    "BeatPipeline",
+    "bridge",
+]
 
 #: Window samples before the R peak (at 360 Hz).
 WINDOW_BEFORE = 100
@@ -24,6 +33,14 @@ WINDOW_BEFORE = 100
 WINDOW_AFTER = 180
 #: Samples over which a gap's bridge ramps to the data that resumes (0.25 s).
 GAP_RAMP = FS // 4
+#: A change of the raw signal from one sample to the next above this (mV) is a step, no ECG
+#: (1.6 times the fastest in the 126 records: 0.96 mV, svdb 880 resampled to 360 Hz).
+STEP_MV = 1.5
+#: Samples that must stay flat after a step for it to be a step into a rail (22 ms).
+RAIL_SAMPLES = 8
+#: Seconds after a flat stretch in which no beat is taken: the bandpass swings over 0.5 mV
+#: for 1.2 s after a 5-mV step out of a rail.
+SETTLE_S = 1.5
 
 
 def bridge(missing: int, last: float, toward: float | None = None) -> np.ndarray:
@@ -51,15 +68,27 @@ class BeatPipeline:
     :class:`~beatwise.quality.SignalQuality`'s ``flat_edges``) is, for the RR context, a gap
     like samples that never came (:meth:`mark_gap`): measured across it, the seconds without
     a beat inflated the local mean RR, and the next ten beats looked premature (mitdb 100,
-    a 5-s lead off: 9 false SVPBs with the shipped model). And no beat is taken from one
-    quality block (0.25 s) before it to one block after it (:meth:`BeatAssembler.blank`):
-    the step into or out of a rail reads as a QRS, which the model called V (mitdb 100 with
-    a 5-mV rail: a false ventricular run across the lead off). Its start is decided
-    ``flat_s`` (1 s) in, its end one block after the signal moved, before any beat after
-    them is out; the assembler takes each chunk in pieces cut at those samples, so any
-    chunking gives the same beats. A beat out before the stretch was decided stays, with
-    its RR (the last beat before a long lead off: post-RR capped at 3 s, as before a real
-    pause). None of the 126 records holds a flat stretch: the dataset is cut as before.
+    a 5-s lead off: 9 false SVPBs with the shipped model). And beats around it are not
+    taken (:meth:`BeatAssembler.blank`), as the steps into and out of it are no ECG:
+
+    * from one quality block (0.25 s) before it: even a small step into a flat stretch
+      reads as a QRS (mitdb 100, a 0.3-mV step: a false PVC);
+    * to :data:`SETTLE_S` after it: the bandpass rings after the step out of a rail, and the
+      model called the first beats V (mitdb 208, a 5-mV rail: a false V-tach);
+    * and, for a step into a rail (over :data:`STEP_MV` from one sample to the next, then
+      :data:`RAIL_SAMPLES` flat), the beats whose window holds it, decided as soon as those
+      samples are in (a 5-mV step at the end of a window made a V beat and a false
+      ventricular run); one whose window's last few samples hold it may be out already.
+
+    A data gap's fill is flat too, but has no step (flat at the last sample, then a ramp to
+    the data): a stretch whose first second overlaps a marked gap, or an end inside one, is
+    not blanked. Every decision falls on a sample (a stretch's start ``flat_s`` in, its end
+    one block after the signal moved), before any beat it concerns is out but for the one
+    above; the assembler takes each chunk in pieces cut at those samples, so any chunking
+    gives the same beats. A beat out before a stretch was decided keeps its RR (the last
+    beat before a long lead off: post-RR capped at 3 s, as before a real pause). The
+    fastest change in the 126 records is 0.96 mV per sample and none holds a flat
+    stretch, so the dataset is cut as before.
 
     The quality alerts (``lead_off``, ``noisy_signal``) decided during the last :meth:`push`
     are in :attr:`alerts`.
@@ -93,6 +122,8 @@ class BeatPipeline:
         self.alerts: list[Alert] = []
         self._flat_from, self._flat_real = 0, True  # where the open flat stretch began, in data
         self._data_gaps: list[tuple[int, int]] = []  # marked, recent: bridges are no lead off
+        self._tail = np.zeros(0)  # the last raw samples: a step's look-back and look-ahead
+        self._rail_next = 1  # the first sample whose step into a rail is not judged yet
 
     @property
     def n_samples(self) -> int:
@@ -105,32 +136,60 @@ class BeatPipeline:
         n0 = self.n_samples - len(xf)
         self.alerts = self.quality.push(chunk)
         peaks, confirmed = self.detector.push_timed(xf)
+        # Decisions, at the sample they are taken: (decided at, flat edge or step sample).
+        events = [
+            (self.quality.decided_at(at, flat), "flat" if flat else "live", at)
+            for at, flat in self.quality.flat_edges
+        ]
+        events += self._rails(np.asarray(chunk, np.float64).ravel(), n0)
         parts, done, b = [], 0, self.quality.block_samples
-        for at, flat in self.quality.flat_edges:
-            cut = self.quality.decided_at(at, flat) - n0
+        flat_n = self.quality.decided_at(0, True)  # samples a flat stretch needs
+        settle = int(SETTLE_S * self.fs)
+        for decided, what, at in sorted(events):
+            cut = decided - n0
             parts.append(self._assemble(xf, peaks, confirmed, n0, done, cut))
             done = cut
-            # A bridge has no step at either end (flat at the last sample, then a ramp to the
-            # data): only an edge in real data is blanked.
-            real = not any(a <= at < z for a, z in self._data_gaps)
-            if flat:
+            if what == "rail":  # the beats whose window holds the step
+                self.assembler.blank(at - WINDOW_AFTER + 1, at)
+                continue
+            if what == "flat":
+                real = not any(a < at + flat_n and at < z for a, z in self._data_gaps)
                 self._flat_from, self._flat_real = at, real
                 if real:
                     self.assembler.blank(at - b)  # open until the end is decided
                 continue
+            real = not any(a <= at < z for a, z in self._data_gaps)
             if self._flat_real:
-                self.assembler.blank(self._flat_from - b, at + b if real else at)
+                self.assembler.blank(self._flat_from - b, at + settle if real else at)
             elif real:
-                self.assembler.blank(at, at + b)
+                self.assembler.blank(at, at + settle)
             floor = self.assembler.last_emitted
             start = self._flat_from if floor is None else max(self._flat_from, floor + 1)
             if start < at:
                 self.assembler.mark_gap(start, at)
         parts.append(self._assemble(xf, peaks, confirmed, n0, done, len(xf)))
-        # a flat stretch still to be decided starts after this
-        horizon = self.n_samples - self.quality.decided_at(0, True)
+        horizon = self.n_samples - flat_n  # a flat stretch still to be decided starts after
         self._data_gaps = [g for g in self._data_gaps if g[1] > horizon]
         return Beats.concat(parts, self.assembler.width)
+
+    def _rails(self, raw: np.ndarray, n0: int) -> list[tuple[int, str, int]]:
+        """Steps into a rail judged with this chunk: ``(decided at, "rail", step sample)``
+        for each sample ``k`` over :data:`STEP_MV` from the one before, with ``k`` to
+        ``k + RAIL_SAMPLES - 1`` flat, judged once those are in. Heavy noise jumps as far,
+        but does not stay flat."""
+        z = np.concatenate([self._tail, raw])
+        z0 = n0 - len(self._tail)  # global index of z[0]
+        n = n0 + len(raw)
+        out = []
+        for j in np.flatnonzero(np.abs(np.diff(z)) > STEP_MV).tolist():
+            k = z0 + j + 1
+            if self._rail_next <= k <= n - RAIL_SAMPLES:
+                after = z[j + 1 : j + 1 + RAIL_SAMPLES]
+                if after.max() - after.min() < self.quality.flat_mv:
+                    out.append((k + RAIL_SAMPLES, "rail", k))
+        self._rail_next = max(self._rail_next, n - RAIL_SAMPLES + 1)
+        self._tail = z[-RAIL_SAMPLES:]
+        return out
 
     def _assemble(self, xf, peaks, confirmed, n0: int, a: int, b: int) -> Beats:
         """Samples ``a..b-1`` of the chunk (starting at global ``n0``) to the assembler, with

@@ -121,6 +121,28 @@ def premature(res) -> set[int]:
     return {b["sample"] for b in res.beats if b["class"] != "N"}
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "level"),
+    [(37796, 40386, 5.0), (34496, 37482, -5.0)],
+    ids=["step-out-rings", "step-in-ends-a-window"],
+)
+def test_a_rail_gives_the_shipped_model_no_false_ventricular_run(record, a, b, level):
+    # mitdb 208 (frequent real PVCs and couplets). Found by review: the bandpass rang after
+    # the step out of a 5-mV rail and the next real beat read V: a false V-tach with the
+    # real couplet after it; a beat 89 samples before a step into a rail held the step in
+    # its window, read V, and made the real couplet a false ventricular run.
+    clf = Classifier.load(MODELS / "beatwise_seed.pt")
+    x = record("mitdb", "208").signal[: 200 * FS]
+    y = x.copy()
+    y[a:b] = level
+    res, clean = run_offline(y, clf), run_offline(x, clf)
+    runs = ("vtach", "vrun")
+    assert not [
+        al for al in res.alerts if al.kind in runs and a - 2 * FS <= al.sample <= b + 4 * FS
+    ]
+    assert not [al for al in clean.alerts if al.kind in runs]
+
+
 @pytest.mark.parametrize("how", ["held", "rail"])
 def test_lead_off_and_back_on_gives_the_shipped_model_no_false_beats(record, how):
     # Before the RR context started afresh after a flat stretch, mitdb 100 held flat at the

@@ -182,14 +182,16 @@ class BeatAssembler:
     def blank(self, start: int, stop: int | None = None) -> None:
         """Take no beat whose R peak lies in ``start..stop-1`` (``stop`` None: from ``start``
         on, until called again with the same ``start`` and a ``stop``): the edges of a flat
-        stretch, where the step into or out of a rail reads as a QRS. A beat already emitted
-        stays out; one still pending is dropped, and the RR context goes from the beat
-        before it to the beat after it (mark the stretch itself with :meth:`mark_gap`)."""
+        stretch and the seconds around a step, where the detector reads the step as a QRS
+        and the bandpass rings. A beat already emitted stays out; one still pending is
+        dropped, and the RR context goes from the beat before it to the beat after it (mark
+        the stretch itself with :meth:`mark_gap`)."""
         start = int(start)
-        if self._blanks and self._blanks[-1][0] == start and self._blanks[-1][1] is None:
-            self._blanks[-1][1] = stop
-        else:
-            self._blanks.append([start, stop])
+        for b in self._blanks:
+            if b[0] == start and b[1] is None:  # the open one it closes
+                b[1] = stop
+                return
+        self._blanks.append([start, stop])
 
     def _blanked(self, r: int) -> bool:
         return any(a <= r and (b is None or r < b) for a, b in self._blanks)
