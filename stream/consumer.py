@@ -612,6 +612,10 @@ class StreamConsumer:
             if header.get("record") == bed.record and 0 <= at - bed.n <= self.max_fill:
                 self._gap(bed, at - bed.n, None, x, restarted=True)
                 bed.stream, bed.stream_off, bed.next_seq = stream, pos - bed.n, seq
+                # the new run's record mapping (its offset, its loop) from here on
+                bed.record_offset = int(header.get("record_offset", 0))
+                bed.record_off = bed.stream_off + bed.record_offset
+                bed.loop = header.get("loop_samples")
             else:
                 self._close_session(bed)
         elif bed is not None and not bed.ended:
@@ -761,6 +765,11 @@ class StreamConsumer:
 
     def _finish_bed(self, bed: _Bed) -> None:
         bed.ended = True
+        if bed.in_loss:  # the session ends while nothing comes: the loss ends with it
+            bed.in_loss = False
+            silent_s = self.clock() - bed.last_rx
+            detail = {"onset_sample": bed.loss_onset, "duration_s": round(silent_s, 2)}
+            self._alert(bed, Alert("signal_loss", "end", bed.n, None, detail))
         self._publish(bed, [], bed.side.finish(), None)
         self._strips(bed, final=True)
         self._tell(

@@ -183,8 +183,8 @@ class Monitor:
             b = self._bed(msg)
             n = int(self.trace_s * FS)
             b.trace = np.concatenate([b.trace, np.asarray(msg["x"], np.float32)])[-n:]
-        elif kind == "bed":
-            self._bed(msg)
+        elif kind == "bed":  # a (new) session of the bed: nothing of the last one is open
+            self._bed(msg).active.clear()
         elif kind == "end":
             self._bed(msg).ended = True
         elif kind == "status":

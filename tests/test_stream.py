@@ -391,3 +391,87 @@ def test_a_looped_record_gives_record_samples_within_the_record(tmp_path):
     assert s.max() > 2.5 * length
     assert np.all((rs >= 60 * 360) & (rs < 60 * 360 + length))
     assert np.all((s - (rs - 60 * 360)) % length == 0)
+
+
+@pytest.mark.parametrize("how", ["long gap", "restart"])
+def test_a_session_closed_during_a_signal_loss_ends_the_loss(tmp_path, how):
+    """Found by review: data resuming past max_fill_s, or a source restarted from its
+    start, closed the bed's session without ending its signal_loss; the monitor then read
+    'Signal loss' and no rate while beats flowed."""
+    from stream.monitor import Monitor
+
+    src, events, clock = FakeSource(tmp_path), [], ManualClock()
+    mon = Monitor(clock=clock)
+    con = StreamConsumer(
+        RuleClassifier(),
+        connect=src.ep["data"],
+        control=src.ep["ctl"],
+        publish=None,
+        listeners=[events.append, mon],
+        signal_loss_s=1.5,
+        clock=clock,
+    )
+
+    def until(cond):  # a safety bound only; nothing here is timed
+        ev = threading.Event()
+        for _ in range(500):
+            if cond():
+                return True
+            ev.wait(0.02)
+        return False
+
+    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 10_000})
+    t.start()
+    src.handshake()
+    x = ecg(20 * 360)
+    for k in range(100):  # 10 s of ECG
+        src.send("b1", k, 36 * k, x[36 * k : 36 * k + 36])
+    assert until(lambda: con.stats.messages >= 100)
+    clock.now += 2.0
+    assert until(lambda: any(e.get("kind") == "signal_loss" for e in events))
+    clock.now += 40.0
+    seq0, first0 = (500, 3600 + 40 * 360) if how == "long gap" else (0, 0)
+    if how == "restart":
+        src.stream = "s2"
+    for k in range(100):
+        src.send("b1", seq0 + k, first0 + 36 * k, x[36 * k : 36 * k + 36])
+    src.end("b1", seq0 + 100, first0 + 3600)
+    t.join(30)
+    src.close()
+    loss = [e for e in events if e.get("type") == "alert" and e["kind"] == "signal_loss"]
+    assert [e["state"] for e in loss] == ["onset", "end"]
+    assert loss[1]["detail"] == {"onset_sample": loss[0]["sample"], "duration_s": 42.0}
+    view = mon.beds["b1"]
+    assert "signal_loss" not in view.active and view.rate is not None
+
+
+def test_a_restarted_looping_source_maps_beats_to_its_own_record_samples(tmp_path):
+    """Found by review: after a bridged restart the bed kept the first run's record offset
+    and loop, so every beat of the new run named a wrong record sample."""
+    src, events = FakeSource(tmp_path), []
+    con = StreamConsumer(
+        RuleClassifier(),
+        connect=src.ep["data"],
+        control=src.ep["ctl"],
+        publish=None,
+        listeners=[events.append],
+    )
+    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 60})
+    t.start()
+    src.handshake()
+    x = ecg(20 * 360)
+    run1 = {"record_offset": 0, "loop_samples": 7200}
+    for k in range(100):  # 10 s from record sample 0, looping every 20 s
+        src.send("b1", k, 36 * k, x[36 * k : 36 * k + 36], **run1)
+    src.stream = "s2"  # restarted at record sample 5400, looping every 5 s
+    run2 = {"record_offset": 5400, "loop_samples": 1800}
+    for k in range(100):
+        src.send("b1", k, 36 * k, x[36 * k : 36 * k + 36], **run2)
+    src.end("b1", 100, 3600)
+    t.join(30)
+    src.close()
+    assert [e["detail"]["missing_samples"] for e in events if e.get("kind") == "data_gap"] == [1800]
+    after = [e for e in events if e.get("type") == "beat" and e["sample"] >= 5400]
+    assert len(after) >= 8
+    for b in after:  # our sample 5400 + j is the new run's stream sample j
+        assert b["record_sample"] == 5400 + (b["sample"] - 5400) % 1800
