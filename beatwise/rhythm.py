@@ -44,7 +44,8 @@ lead comes back), unless the 4 s without a beat had passed before the signal wen
 RR interval across a flat stretch is not an RR: no pause, and not in the heart rate; nor is
 one across samples that never came (:meth:`RhythmMonitor.mark_gap`). Nor are the beats
 either side consecutive: the V or A run open when the signal went flat (or the data stopped)
-ends there, its PVC, couplet or SVPBs reported then.
+ends there, its PVC, couplet or SVPBs reported then, and a bigeminy or trigeminy pattern
+counts only the beats after it.
 
 The live consumer adds two technical alarms that the sample clock cannot see (see
 ``stream``): ``signal_loss`` (no samples for 1.5 s, warning) and ``data_gap`` (a sequence
@@ -222,6 +223,7 @@ class RhythmMonitor:
         self._last: int | None = None  # last R peak
         self._clock = 0
         self._labels: deque[str] = deque(maxlen=9)
+        self._since_cut = 0  # beats since the last lead off / data gap (the V pattern's reach)
         self._rrs: deque[float] = deque(maxlen=self.hr_beats)
         self._run_cls: str | None = None  # class of the current V / A run
         self._run: list[int] = []  # its R peaks
@@ -250,6 +252,7 @@ class RhythmMonitor:
         """
         out = self._asystole_before(int(sample))
         out += self._close_run(int(sample), None)  # the beats after it are not consecutive
+        self._since_cut = 0
         self._off = True
         self._gap = True
         return out
@@ -386,6 +389,7 @@ class RhythmMonitor:
         crossed = [a for a, b in self._missing if last is not None and a < s and b > last]
         if crossed:  # the beats either side of a data gap are not consecutive
             out += self._close_run(crossed[0], None)
+            self._since_cut = 0
         if last is not None and not self._gap and not crossed:
             rr = (s - self._last) / self.fs
             if rr > 2.0:
@@ -397,6 +401,7 @@ class RhythmMonitor:
             self._missing.popleft()
         self._n_beats += 1
         self._labels.append(lab)
+        self._since_cut += 1
 
         # Runs of V / A.
         if lab != self._run_cls:
@@ -414,7 +419,7 @@ class RhythmMonitor:
                 out.append(self._open("svt", self._run[0], s, {"rate_bpm": round(rate, 1)}))
 
         # Bigeminy / trigeminy on the last beats' V pattern.
-        isv = [x == "V" for x in self._labels]
+        isv = [x == "V" for x in self._labels][-self._since_cut :]  # no pattern across a cut
         big = len(isv) >= 6 and all(isv[i] != isv[i - 1] for i in range(len(isv) - 5, len(isv)))
         tri = (
             len(isv) >= 9 and all(isv[i] == isv[i - 3] for i in range(3, 9)) and sum(isv[-3:]) == 1

@@ -282,3 +282,24 @@ def test_a_run_does_not_continue_across_a_lead_off_or_a_data_gap(cut):
     out += m.push(samples[6:], labels[6:]) + m.finish(int(samples[-1]) + FS)
     assert kinds(out) == [("vtach", "onset"), ("vtach", "end"), ("couplet", "event")]
     assert out[1].sample == a and out[1].detail["beats"] == 3
+
+
+@pytest.mark.parametrize("cut", ["lead_off", "data_gap"])
+def test_no_bigeminy_pattern_across_a_lead_off_or_a_data_gap(cut):
+    """Found by review: N V N, 5 s without ECG, V N V opened a bigeminy."""
+    samples = (np.arange(12) * 0.8 * FS).astype(int) + FS
+    samples[3:] += 3 * FS
+    labels = list("NVNVNVNVNVNV")
+    a, b = int(samples[2]) + FS // 2, int(samples[3]) - FS // 2
+    m = RhythmMonitor(fs=FS)
+    out = m.push(samples[:3], labels[:3])
+    if cut == "lead_off":
+        out += m.signal_off(a)
+        m.signal_on(b)
+    else:
+        m.mark_gap(a, b)
+    out += m.push(samples[3:6], labels[3:6])
+    assert "bigeminy" not in {al.kind for al in out}
+    out += m.push(samples[6:], labels[6:])  # six alternating beats after the cut: bigeminy
+    (onset,) = [al for al in out if al.kind == "bigeminy"]
+    assert onset.sample == samples[8]
