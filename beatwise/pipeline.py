@@ -141,7 +141,7 @@ class BeatPipeline:
             (self.quality.decided_at(at, flat), "flat" if flat else "live", at)
             for at, flat in self.quality.flat_edges
         ]
-        events += self._rails(np.asarray(chunk, np.float64).ravel(), n0)
+        events += self._rails(np.asarray(chunk).ravel(), n0)
         parts, done, b = [], 0, self.quality.block_samples
         flat_n = self.quality.decided_at(0, True)  # samples a flat stretch needs
         settle = int(SETTLE_S * self.fs)
@@ -168,20 +168,23 @@ class BeatPipeline:
             if start < at:
                 self.assembler.mark_gap(start, at)
         parts.append(self._assemble(xf, peaks, confirmed, n0, done, len(xf)))
-        horizon = self.n_samples - flat_n  # a flat stretch still to be decided starts after
-        self._data_gaps = [g for g in self._data_gaps if g[1] > horizon]
-        return Beats.concat(parts, self.assembler.width)
+        if self._data_gaps:
+            horizon = self.n_samples - flat_n  # a flat stretch still to be decided starts after
+            self._data_gaps = [g for g in self._data_gaps if g[1] > horizon]
+        return parts[0] if len(parts) == 1 else Beats.concat(parts, self.assembler.width)
 
     def _rails(self, raw: np.ndarray, n0: int) -> list[tuple[int, str, int]]:
         """Steps into a rail judged with this chunk: ``(decided at, "rail", step sample)``
         for each sample ``k`` over :data:`STEP_MV` from the one before, with ``k`` to
         ``k + RAIL_SAMPLES - 1`` flat, judged once those are in. Heavy noise jumps as far,
         but does not stay flat."""
-        z = np.concatenate([self._tail, raw])
+        z = np.concatenate((self._tail, raw))
         z0 = n0 - len(self._tail)  # global index of z[0]
         n = n0 + len(raw)
         out = []
-        for j in np.flatnonzero(np.abs(np.diff(z)) > STEP_MV).tolist():
+        d = z[1:] - z[:-1]
+        jumps = np.flatnonzero(np.abs(d) > STEP_MV) if len(d) else d
+        for j in jumps.tolist():
             k = z0 + j + 1
             if self._rail_next <= k <= n - RAIL_SAMPLES:
                 after = z[j + 1 : j + 1 + RAIL_SAMPLES]
