@@ -241,6 +241,16 @@ class ManualClock:
         return self.now
 
 
+def until(cond) -> bool:
+    """Poll ``cond`` (a safety bound of 10 s only; nothing here is timed)."""
+    ev = threading.Event()
+    for _ in range(500):
+        if cond():
+            return True
+        ev.wait(0.02)
+    return False
+
+
 def test_signal_loss_onset_and_end(tmp_path):
     src = FakeSource(tmp_path)
     events = []
@@ -259,14 +269,6 @@ def test_signal_loss_onset_and_end(tmp_path):
         return [
             e["state"] for e in events if e.get("type") == "alert" and e["kind"] == "signal_loss"
         ]
-
-    def until(cond):  # a safety bound only; nothing here is timed
-        ev = threading.Event()
-        for _ in range(500):
-            if cond():
-                return True
-            ev.wait(0.02)
-        return False
 
     t = threading.Thread(target=con.run, kwargs={"max_duration_s": 60})
     t.start()
@@ -412,14 +414,6 @@ def test_a_session_closed_during_a_signal_loss_ends_the_loss(tmp_path, how):
         clock=clock,
     )
 
-    def until(cond):  # a safety bound only; nothing here is timed
-        ev = threading.Event()
-        for _ in range(500):
-            if cond():
-                return True
-            ev.wait(0.02)
-        return False
-
     t = threading.Thread(target=con.run, kwargs={"max_duration_s": 10_000})
     t.start()
     src.handshake()
@@ -448,28 +442,19 @@ def test_a_session_closed_during_a_signal_loss_ends_the_loss(tmp_path, how):
 def test_a_restarted_looping_source_maps_beats_to_its_own_record_samples(tmp_path):
     """Found by review: after a bridged restart the bed kept the first run's record offset
     and loop, so every beat of the new run named a wrong record sample."""
-    src, events = FakeSource(tmp_path), []
-    con = StreamConsumer(
-        RuleClassifier(),
-        connect=src.ep["data"],
-        control=src.ep["ctl"],
-        publish=None,
-        listeners=[events.append],
-    )
-    t = threading.Thread(target=con.run, kwargs={"max_duration_s": 60})
-    t.start()
-    src.handshake()
     x = ecg(20 * 360)
-    run1 = {"record_offset": 0, "loop_samples": 7200}
-    for k in range(100):  # 10 s from record sample 0, looping every 20 s
-        src.send("b1", k, 36 * k, x[36 * k : 36 * k + 36], **run1)
-    src.stream = "s2"  # restarted at record sample 5400, looping every 5 s
-    run2 = {"record_offset": 5400, "loop_samples": 1800}
-    for k in range(100):
-        src.send("b1", k, 36 * k, x[36 * k : 36 * k + 36], **run2)
-    src.end("b1", 100, 3600)
-    t.join(30)
-    src.close()
+
+    def feed(src):
+        run1 = {"record_offset": 0, "loop_samples": 7200}
+        for k in range(100):  # 10 s from record sample 0, looping every 20 s
+            src.send("b1", k, 36 * k, x[36 * k : 36 * k + 36], **run1)
+        src.stream = "s2"  # restarted at record sample 5400, looping every 5 s
+        run2 = {"record_offset": 5400, "loop_samples": 1800}
+        for k in range(100):
+            src.send("b1", k, 36 * k, x[36 * k : 36 * k + 36], **run2)
+        src.end("b1", 100, 3600)
+
+    _, events = _consume(tmp_path, feed)
     assert [e["detail"]["missing_samples"] for e in events if e.get("kind") == "data_gap"] == [1800]
     after = [e for e in events if e.get("type") == "beat" and e["sample"] >= 5400]
     assert len(after) >= 8

@@ -178,34 +178,34 @@ def _alert_kind(value: str) -> str:
     return value
 
 
-def _positive_seconds(value: str) -> float:
-    """argparse type of a length in seconds: a finite number > 0."""
+def _seconds(value: str, *, zero: bool) -> float:
+    """``value`` as a finite number of seconds, > 0 (or >= 0 with ``zero``), for argparse."""
     import math
 
     try:
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
+    if not (math.isfinite(seconds) and (seconds >= 0 if zero else seconds > 0)):
         raise argparse.ArgumentTypeError(
-            f"got {value!r}; expected a positive number of seconds (e.g. 45 or 2.5)"
+            f"got {value!r}; expected "
+            + (
+                "a number of seconds >= 0 (e.g. 0 or 120)"
+                if zero
+                else "a positive number of seconds (e.g. 45 or 2.5)"
+            )
         )
     return seconds
+
+
+def _positive_seconds(value: str) -> float:
+    """argparse type of a length in seconds: a finite number > 0."""
+    return _seconds(value, zero=False)
 
 
 def _start_seconds(value: str) -> float:
     """argparse type of a start offset in seconds: a finite number >= 0."""
-    import math
-
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise argparse.ArgumentTypeError(
-            f"got {value!r}; expected a number of seconds >= 0 (e.g. 0 or 120)"
-        )
-    return seconds
+    return _seconds(value, zero=True)
 
 
 def _replay_args(p: argparse.ArgumentParser) -> None:
