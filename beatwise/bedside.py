@@ -109,15 +109,14 @@ class Bedside:
 
     The pipeline's :class:`~beatwise.quality.SignalQuality` monitor watches the raw chunks;
     its alerts (``lead_off``, ``noisy_signal``) come out of :meth:`accept` after the rhythm
-    alerts, and
-    its flat stretches reach the rhythm rules in sample order with the beats, so a flat line
-    never reads as asystole (:meth:`~beatwise.rhythm.RhythmMonitor.signal_off`). A beat is
-    emitted up to ``decision_delay_s`` after its R peak, so the edge of a flat stretch waits
-    until a later beat has come or no earlier one can come any more; the flat stretch is
-    decided within ``flat_s`` (1 s), well before the asystole it cancels could be declared
-    (4 s + ``decision_delay_s``). Hence any chunking gives the same alerts here too (short
-    of a beat found inside the first second of a flat stretch and emitted before that second
-    is over, which needs two detections in a flat signal).
+    alerts, and its flat stretches reach the rhythm rules in sample order with the beats, so
+    a flat line never reads as asystole (:meth:`~beatwise.rhythm.RhythmMonitor.signal_off`).
+    A beat is emitted up to ``decision_delay_s`` after its R peak, so the edge of a flat
+    stretch waits until a later beat has come or no earlier one can come any more; the flat
+    stretch is decided within ``flat_s`` (1 s), well before the asystole it cancels could be
+    declared (4 s + ``decision_delay_s``). Hence any chunking gives the same alerts here too
+    (short of a beat found inside the first second of a flat stretch and emitted before that
+    second is over, which needs two detections in a flat signal).
 
     Args:
         fs: Sampling rate, Hz. Default 360.

@@ -142,22 +142,32 @@ class BeatPipeline:
             for at, flat in self.quality.flat_edges
         ]
         events += self._rails(np.asarray(chunk).ravel(), n0)
-        parts, done, b = [], 0, self.quality.block_samples
-        flat_n = self.quality.decided_at(0, True)  # samples a flat stretch needs
-        settle = int(SETTLE_S * self.fs)
+        parts, done = [], 0
         for decided, what, at in sorted(events):
             cut = decided - n0
             parts.append(self._assemble(xf, peaks, confirmed, n0, done, cut))
             done = cut
-            if what == "rail":  # the beats whose window holds the step
-                self.assembler.blank(at - WINDOW_AFTER + 1, at)
-                continue
-            if what == "flat":
-                real = not any(a < at + flat_n and at < z for a, z in self._data_gaps)
-                self._flat_from, self._flat_real = at, real
-                if real:
-                    self.assembler.blank(at - b)  # open until the end is decided
-                continue
+            self._decide(what, at)
+        parts.append(self._assemble(xf, peaks, confirmed, n0, done, len(xf)))
+        if self._data_gaps:  # a flat stretch still to be decided starts after the horizon
+            horizon = self.n_samples - self.quality.decided_at(0, True)
+            self._data_gaps = [g for g in self._data_gaps if g[1] > horizon]
+        return parts[0] if len(parts) == 1 else Beats.concat(parts, self.assembler.width)
+
+    def _decide(self, what: str, at: int) -> None:
+        """Apply one decision (see the class doc) to the assembler, at the sample it is taken:
+        ``"rail"`` (a step into a rail at ``at``), ``"flat"`` / ``"live"`` (a flat stretch
+        begins / ends at ``at``)."""
+        b, settle = self.quality.block_samples, int(SETTLE_S * self.fs)
+        if what == "rail":  # the beats whose window holds the step
+            self.assembler.blank(at - WINDOW_AFTER + 1, at)
+        elif what == "flat":  # a fill's first second overlaps its marked gap
+            flat_n = self.quality.decided_at(0, True)
+            real = not any(a < at + flat_n and at < z for a, z in self._data_gaps)
+            self._flat_from, self._flat_real = at, real
+            if real:
+                self.assembler.blank(at - b)  # open until the end is decided
+        else:
             real = not any(a <= at < z for a, z in self._data_gaps)
             if self._flat_real:
                 self.assembler.blank(self._flat_from - b, at + settle if real else at)
@@ -167,11 +177,6 @@ class BeatPipeline:
             start = self._flat_from if floor is None else max(self._flat_from, floor + 1)
             if start < at:
                 self.assembler.mark_gap(start, at)
-        parts.append(self._assemble(xf, peaks, confirmed, n0, done, len(xf)))
-        if self._data_gaps:
-            horizon = self.n_samples - flat_n  # a flat stretch still to be decided starts after
-            self._data_gaps = [g for g in self._data_gaps if g[1] > horizon]
-        return parts[0] if len(parts) == 1 else Beats.concat(parts, self.assembler.width)
 
     def _rails(self, raw: np.ndarray, n0: int) -> list[tuple[int, str, int]]:
         """Steps into a rail judged with this chunk: ``(decided at, "rail", step sample)``
