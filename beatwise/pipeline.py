@@ -76,9 +76,10 @@ class BeatPipeline:
     * to :data:`SETTLE_S` after it: the bandpass rings after the step out of a rail, and the
       model called the first beats V (mitdb 208, a 5-mV rail: a false V-tach);
     * and, for a step into a rail (over :data:`STEP_MV` from one sample to the next, then
-      :data:`RAIL_SAMPLES` flat), the beats whose window holds it, decided as soon as those
-      samples are in (a 5-mV step at the end of a window made a V beat and a false
-      ventricular run); one whose window's last few samples hold it may be out already.
+      :data:`RAIL_SAMPLES` flat), the beats whose window holds it and the step itself,
+      decided as soon as those samples are in, so also when the stream ends before the
+      stretch is (a 5-mV step at the end of a window made a V beat and a false ventricular
+      run); one whose window's last few samples hold the step may be out already.
 
     A data gap's fill is flat too, but has no step (flat at the last sample, then a ramp to
     the data): a stretch whose first second overlaps a marked gap, or an end inside one, is
@@ -159,8 +160,8 @@ class BeatPipeline:
         ``"rail"`` (a step into a rail at ``at``), ``"flat"`` / ``"live"`` (a flat stretch
         begins / ends at ``at``)."""
         b, settle = self.quality.block_samples, int(SETTLE_S * self.fs)
-        if what == "rail":  # the beats whose window holds the step
-            self.assembler.blank(at - WINDOW_AFTER + 1, at)
+        if what == "rail":  # the beats whose window holds the step, and the step itself
+            self.assembler.blank(at - WINDOW_AFTER + 1, at + b)
         elif what == "flat":  # a fill's first second overlaps its marked gap
             flat_n = self.quality.decided_at(0, True)
             real = not any(a < at + flat_n and at < z for a, z in self._data_gaps)
