@@ -278,6 +278,24 @@ def test_tune_logit_bias_moves_the_boundary():
     assert bias[0] == 0 and bias[3] > 0 and (bias[[1, 2, 4, 5]] == 0).all()
 
 
+def test_swa_batch_norm_statistics_come_from_the_beats_it_is_given():
+    """SWA's recomputed batch-norm statistics are those of the draw it is handed (an
+    epoch-like draw, N undersampled), not of all training beats (~80 % N)."""
+    from beatwise.model.train import _update_bn
+
+    torch.manual_seed(0)
+    x = torch.rand(400, 280)
+    x[:100] = 0.9  # the draw: flat windows, unlike the other 300
+    rr = torch.full((400, 3), 0.8)
+    model = BeatResNet(widths=(8,), blocks=1)
+    _update_bn(model, x, rr, None, torch.arange(100))
+    bn = model.stem[1]
+    with torch.no_grad():
+        z = model.stem[0](x[:100].unsqueeze(1))
+    torch.testing.assert_close(bn.running_mean, z.mean(dim=(0, 2)), rtol=1e-4, atol=1e-5)
+    assert not model.training
+
+
 def test_train_command_end_to_end(tiny_dataset, tmp_path):
     from beatwise.cli import main
     from beatwise.dataset import save_dataset

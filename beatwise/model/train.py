@@ -221,10 +221,13 @@ def _update_bn(
     x: torch.Tensor,
     rr: torch.Tensor,
     template: torch.Tensor | None,
-    gen: torch.Generator,
-    n: int = 20_000,
+    pick: torch.Tensor,
 ) -> None:
-    """Recompute batch-norm statistics of averaged weights on (up to ``n``) training beats."""
+    """Recompute batch-norm statistics of averaged weights on the training beats ``pick``.
+
+    ``pick`` must be drawn as the epochs draw (with ``n_per_epoch``, N undersampled): on
+    all training beats, ~80 % N, the statistics would not be those the weights were
+    trained under."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = {}
     for m in bns:
@@ -232,7 +235,6 @@ def _update_bn(
         momenta[m] = m.momentum
         m.momentum = None  # cumulative average over the batches below
     model.train()
-    pick = torch.randperm(len(x), generator=gen, device=x.device)[:n]
     for a in range(0, len(pick), 1024):
         idx = pick[a : a + 1024]
         model(*_inputs(x, rr, template, idx))
@@ -342,7 +344,7 @@ def fit(
             if swa is None:
                 swa = torch.optim.swa_utils.AveragedModel(model)
             swa.update_parameters(model)
-            _update_bn(swa.module, xt, rt, tt, gen)
+            _update_bn(swa.module, xt, rt, tt, order[:20_000])  # a draw like the epoch's
             judged = swa.module
         logits = predict_logits(judged, xv, rv, tv)
         val_loss = float(val_loss_fn(logits, yv))
