@@ -159,6 +159,8 @@ class Bedside:
     def push(self, chunk) -> Beats:
         """Raw samples (mV) in; beats waiting for classification out."""
         beats = self.pipeline.push(chunk)  # checks the chunk first
+        for start, stop in self.pipeline.rr_gaps:
+            self.rhythm.mark_gap(start, stop)
         self._quality_alerts += self.pipeline.alerts
         self._flat_edges += self.quality.flat_edges
         return beats

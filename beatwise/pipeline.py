@@ -79,7 +79,9 @@ class BeatPipeline:
       :data:`RAIL_SAMPLES` flat), the beats whose window holds it and the step itself,
       decided as soon as those samples are in, so also when the stream ends before the
       stretch is (a 5-mV step at the end of a window made a V beat and a false ventricular
-      run); one whose window's last few samples hold the step may be out already.
+      run); one whose window's last few samples hold the step may be out already. No RR
+      is measured across them either (:attr:`rr_gaps`): a rail too short for a lead off
+      (an electrode pop) dropped a beat, and the RR across it read as a pause.
 
     A data gap's fill is flat too, but has no step (flat at the last sample, then a ramp to
     the data): a stretch whose first second overlaps a marked gap, or an end inside one, is
@@ -121,6 +123,9 @@ class BeatPipeline:
         self.quality = SignalQuality(fs=self.fs)
         #: Quality alerts decided during the last push.
         self.alerts: list[Alert] = []
+        #: Stretches with no RR across them decided during the last push (steps into a
+        #: rail), for the rhythm rules (:meth:`beatwise.rhythm.RhythmMonitor.mark_gap`).
+        self.rr_gaps: list[tuple[int, int]] = []
         self._flat_from, self._flat_real = 0, True  # where the open flat stretch began, in data
         self._data_gaps: list[tuple[int, int]] = []  # marked, recent: bridges are no lead off
         self._tail = np.zeros(0)  # the last raw samples: a step's look-back and look-ahead
@@ -136,6 +141,7 @@ class BeatPipeline:
         xf = self.filter.push(chunk)  # the filter checks the chunk
         n0 = self.n_samples - len(xf)
         self.alerts = self.quality.push(chunk)
+        self.rr_gaps = []
         peaks, confirmed = self.detector.push_timed(xf)
         # Decisions, at the sample they are taken: (decided at, flat edge or step sample).
         events = [
@@ -162,6 +168,9 @@ class BeatPipeline:
         b, settle = self.quality.block_samples, int(SETTLE_S * self.fs)
         if what == "rail":  # the beats whose window holds the step, and the step itself
             self.assembler.blank(at - WINDOW_AFTER + 1, at + b)
+            # ... and no RR across them: a rail too short for a lead off (an electrode pop)
+            # dropped a beat, and the RR over it and the rail read as a pause
+            self.rr_gaps += self._cut_rr(at - WINDOW_AFTER + 1, at + b)
         elif what == "flat":  # a fill's first second overlaps its marked gap
             flat_n = self.quality.decided_at(0, True)
             real = not any(a < at + flat_n and at < z for a, z in self._data_gaps)
@@ -174,10 +183,17 @@ class BeatPipeline:
                 self.assembler.blank(self._flat_from - b, at + settle if real else at)
             elif real:
                 self.assembler.blank(at, at + settle)
-            floor = self.assembler.last_emitted
-            start = self._flat_from if floor is None else max(self._flat_from, floor + 1)
-            if start < at:
-                self.assembler.mark_gap(start, at)
+            self._cut_rr(self._flat_from, at)
+
+    def _cut_rr(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """No RR context across ``start..stop-1``, from after the last beat out on; the
+        stretch marked, if any is left."""
+        floor = self.assembler.last_emitted
+        start = max(start, 0 if floor is None else floor + 1)
+        if start >= stop:
+            return []
+        self.assembler.mark_gap(start, stop)
+        return [(start, stop)]
 
     def _rails(self, raw: np.ndarray, n0: int) -> list[tuple[int, str, int]]:
         """Steps into a rail judged with this chunk: ``(decided at, "rail", step sample)``

@@ -173,6 +173,27 @@ def test_a_stream_ending_inside_a_rail_keeps_no_step_beat(record):
     ]
 
 
+@pytest.mark.parametrize("seconds", [0.5, 0.7, 0.9])
+def test_a_short_rail_is_no_pause(record, seconds):
+    # found by review: a rail shorter than a lead off (an electrode pop) dropped the beat
+    # whose window held the step, and the RR from the beat before it to the first beat
+    # after the rail read as a pause (0.7 s at sample 37661 of mitdb 100: 'pause' 2.378 s)
+    x = record("mitdb", "100").signal[: 120 * FS]
+    a = 37661
+    y = x.copy()
+    y[a : a + int(seconds * FS)] = 5.0
+    res, clean = run(y), run(x)
+    assert not of(res, "pause") and not of(res, "lead_off")
+    assert [(al.kind, al.sample) for al in res.alerts] == [
+        (al.kind, al.sample) for al in clean.alerts
+    ]
+    # the first beat after the rail measures no RR across it: its context starts afresh
+    after = [b for b in res.beats if b["sample"] > a]
+    clean_after = [b for b in clean.beats if b["sample"] >= after[0]["sample"]]
+    assert after[0]["rr_s"][0] < 2.0
+    assert [b["sample"] for b in after[2:]] == [b["sample"] for b in clean_after[2:]]
+
+
 def test_real_asystole_on_a_live_signal_still_alarms(record):
     """A live signal without beats is asystole; a flat one is a lead off; a lead that comes
     back to a live signal without beats is asystole again, counted from its return."""
