@@ -9,6 +9,7 @@ classifier is kept outside: the consumer batches the beats of all beds into one
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -109,7 +110,8 @@ class Bedside:
 
     The pipeline's :class:`~beatwise.quality.SignalQuality` monitor watches the raw chunks;
     its alerts (``lead_off``, ``noisy_signal``) come out of :meth:`accept` after the rhythm
-    alerts, and its flat stretches reach the rhythm rules in sample order with the beats, so
+    alerts, and its flat stretches (and the pipeline's stretches without ECG around a rail,
+    :attr:`BeatPipeline.no_ecg`) reach the rhythm rules in sample order with the beats, so
     a flat line never reads as asystole (:meth:`~beatwise.rhythm.RhythmMonitor.signal_off`).
     A beat is emitted up to ``decision_delay_s`` after its R peak, so the edge of a flat
     stretch waits until a later beat has come or no earlier one can come any more; the flat
@@ -140,7 +142,10 @@ class Bedside:
         )
         self.counts = dict.fromkeys(CLASSES, 0)
         self._quality_alerts: list[Alert] = []  # decided, not yet out of accept
-        self._flat_edges: list[tuple[int, bool]] = []  # decided, not yet given to the rhythm
+        # Edges of stretches without ECG (flat, or around a rail), decided, not yet given to
+        # the rhythm rules; how many such stretches are open there.
+        self._flat_edges: list[tuple[int, bool]] = []
+        self._off_depth = 0
         # Beats before sample e have all been emitted once the clock reaches
         # max(e, end of the detector's learning phase) + the pipeline's decision delay.
         self._learn = max(learn, 0)
@@ -159,10 +164,12 @@ class Bedside:
     def push(self, chunk) -> Beats:
         """Raw samples (mV) in; beats waiting for classification out."""
         beats = self.pipeline.push(chunk)  # checks the chunk first
-        for start, stop in self.pipeline.rr_gaps:
-            self.rhythm.mark_gap(start, stop)
         self._quality_alerts += self.pipeline.alerts
-        self._flat_edges += self.quality.flat_edges
+        edges = list(self.quality.flat_edges)
+        for start, stop in self.pipeline.no_ecg:  # around a rail: no ECG, as if flat
+            edges += [(start, True), (stop, False)]
+        for edge in edges:  # in sample order, an onset before an end at the same sample
+            bisect.insort(self._flat_edges, edge, key=lambda e: (e[0], not e[1]))
         return beats
 
     def mark_gap(self, start: int, stop: int) -> None:
@@ -214,9 +221,11 @@ class Bedside:
             if upto > done:
                 out += self.rhythm.push(samples[done:upto], labels[done:upto])
                 done = upto
-            if flat:
+            # stretches without ECG may overlap (a rail's steps inside a lead off)
+            self._off_depth += 1 if flat else -1
+            if flat and self._off_depth == 1:
                 out += self.rhythm.signal_off(at)
-            else:
+            elif not flat and self._off_depth == 0:
                 self.rhythm.signal_on(at)
             self._flat_edges.pop(0)
         return out + self.rhythm.push(samples[done:], labels[done:])

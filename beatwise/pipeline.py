@@ -79,9 +79,14 @@ class BeatPipeline:
       :data:`RAIL_SAMPLES` flat), the beats whose window holds it and the step itself,
       decided as soon as those samples are in, so also when the stream ends before the
       stretch is (a 5-mV step at the end of a window made a V beat and a false ventricular
-      run); one whose window's last few samples hold the step may be out already. No RR
-      is measured across them either (:attr:`rr_gaps`): a rail too short for a lead off
-      (an electrode pop) dropped a beat, and the RR across it read as a pause.
+      run); one whose window's last few samples hold the step may be out already;
+    * for a step out of a flat stretch too short for a lead off (over :data:`STEP_MV`
+      after :data:`RAIL_SAMPLES` flat: an electrode pop), the beats whose window holds it,
+      and :data:`SETTLE_S` after it (mitdb 208, a 0.7-s rail: a false V-tach).
+
+    Around a rail those beats hold no ECG (:attr:`no_ecg`): no RR is measured across them,
+    and the rhythm rules take them as the signal off -- a dropped beat's RR read as a pause
+    (mitdb 100, a 0.7-s rail), the blanked seconds as an asystole.
 
     A data gap's fill is flat too, but has no step (flat at the last sample, then a ramp to
     the data): a stretch whose first second overlaps a marked gap, or an end inside one, is
@@ -123,13 +128,15 @@ class BeatPipeline:
         self.quality = SignalQuality(fs=self.fs)
         #: Quality alerts decided during the last push.
         self.alerts: list[Alert] = []
-        #: Stretches with no RR across them decided during the last push (steps into a
-        #: rail), for the rhythm rules (:meth:`beatwise.rhythm.RhythmMonitor.mark_gap`).
-        self.rr_gaps: list[tuple[int, int]] = []
+        #: Stretches without ECG decided during the last push, ``(start, stop)``: the beats
+        #: dropped around a step into or out of a rail. No RR is measured across them, and
+        #: the rhythm rules take them as the signal off (:class:`beatwise.bedside.Bedside`).
+        self.no_ecg: list[tuple[int, int]] = []
         self._flat_from, self._flat_real = 0, True  # where the open flat stretch began, in data
         self._data_gaps: list[tuple[int, int]] = []  # marked, recent: bridges are no lead off
         self._tail = np.zeros(0)  # the last raw samples: a step's look-back and look-ahead
         self._rail_next = 1  # the first sample whose step into a rail is not judged yet
+        self._rail_out_next = 0  # ... whose step out of a flat stretch is not judged yet
 
     @property
     def n_samples(self) -> int:
@@ -141,7 +148,7 @@ class BeatPipeline:
         xf = self.filter.push(chunk)  # the filter checks the chunk
         n0 = self.n_samples - len(xf)
         self.alerts = self.quality.push(chunk)
-        self.rr_gaps = []
+        self.no_ecg = []
         peaks, confirmed = self.detector.push_timed(xf)
         # Decisions, at the sample they are taken: (decided at, flat edge or step sample).
         events = [
@@ -170,7 +177,10 @@ class BeatPipeline:
             self.assembler.blank(at - WINDOW_AFTER + 1, at + b)
             # ... and no RR across them: a rail too short for a lead off (an electrode pop)
             # dropped a beat, and the RR over it and the rail read as a pause
-            self.rr_gaps += self._cut_rr(at - WINDOW_AFTER + 1, at + b)
+            self.no_ecg += self._cut_rr(at - WINDOW_AFTER + 1, at + b)
+        elif what == "rail_out":  # the step out of a flat stretch too short for a lead off
+            self.assembler.blank(at - WINDOW_AFTER + 1, at + settle)
+            self.no_ecg += self._cut_rr(at - WINDOW_AFTER + 1, at + settle)
         elif what == "flat":  # a fill's first second overlaps its marked gap
             flat_n = self.quality.decided_at(0, True)
             real = not any(a < at + flat_n and at < z for a, z in self._data_gaps)
@@ -206,13 +216,19 @@ class BeatPipeline:
         out = []
         d = z[1:] - z[:-1]
         jumps = np.flatnonzero(np.abs(d) > STEP_MV) if len(d) else d
+        flat_mv = self.quality.flat_mv
         for j in jumps.tolist():
             k = z0 + j + 1
             if self._rail_next <= k <= n - RAIL_SAMPLES:
                 after = z[j + 1 : j + 1 + RAIL_SAMPLES]
-                if after.max() - after.min() < self.quality.flat_mv:
+                if after.max() - after.min() < flat_mv:
                     out.append((k + RAIL_SAMPLES, "rail", k))
+            if k >= self._rail_out_next and j + 1 >= RAIL_SAMPLES:
+                before = z[j + 1 - RAIL_SAMPLES : j + 1]
+                if before.max() - before.min() < flat_mv:
+                    out.append((k, "rail_out", k))
         self._rail_next = max(self._rail_next, n - RAIL_SAMPLES + 1)
+        self._rail_out_next = n
         self._tail = z[-RAIL_SAMPLES:]
         return out
 
