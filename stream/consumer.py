@@ -847,7 +847,11 @@ class StreamConsumer:
             bed.muted.discard(a.kind)
             return muted
         since = (a.detail or {}).get("since_sample", a.sample)
-        until = a.sample + FS if a.kind == "lead_off" else max(a.sample, a.beat_sample or a.sample)
+        # a flat stretch whose first second [onset, onset + FS) holds a fill is the fill's
+        # (the pipeline's rule, BeatPipeline._decide); in_gap's range is inclusive
+        until = (
+            a.sample + FS - 1 if a.kind == "lead_off" else max(a.sample, a.beat_sample or a.sample)
+        )
         if bed.in_gap(min(since, a.sample), until):
             if a.state == "onset":
                 bed.muted.add(a.kind)

@@ -460,3 +460,35 @@ def test_a_restarted_looping_source_maps_beats_to_its_own_record_samples(tmp_pat
     assert len(after) >= 8
     for b in after:  # our sample 5400 + j is the new run's stream sample j
         assert b["record_sample"] == 5400 + (b["sample"] - 5400) % 1800
+
+
+@pytest.mark.parametrize("gap_after_s", [359 / 360, 1.0])
+def test_the_consumer_mutes_a_lead_off_exactly_when_the_pipeline_calls_it_a_fill(
+    record, gap_after_s
+):
+    # found by review: the pipeline calls a flat stretch a data gap's fill when the gap starts
+    # within its first second ([at, at + 360)), the consumer muted its lead_off up to and
+    # including at + 360: a real lead off with an outage 1 s later went unannounced
+    from beatwise.pipeline import BeatPipeline, bridge
+    from stream.consumer import _Bed
+
+    fs = 360
+    x = record("mitdb", "100").signal[: 60 * fs]
+    at = 20 * fs  # block-aligned
+    g0 = at + round(gap_after_s * fs)
+    g1 = g0 + 5 * fs
+    y = x.copy()
+    y[at:] = y[at - 1]  # the lead comes off and stays off
+    y[g0:g1] = bridge(g1 - g0, float(y[g0 - 1]), float(y[g0 - 1]))
+    p, alerts = BeatPipeline(), []
+    for i in range(0, len(y), 36):
+        if i <= g0 < i + 36:
+            p.mark_gap(g0, g1)
+        p.push(y[i : i + 36])
+        alerts += p.alerts
+    onset = next(a for a in alerts if a.kind == "lead_off" and a.state == "onset")
+    bed = _Bed("b1", {"seq": 0, "first_sample": 0, "record": "test"})
+    bed.filled.append((g0, g1))
+    assert onset.sample == at
+    assert StreamConsumer._in_gap(bed, onset) == (not p._flat_real)
+    assert p._flat_real == (gap_after_s == 1.0)
