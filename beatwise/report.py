@@ -432,8 +432,11 @@ def bed_summary(bed: dict) -> dict:
         out["hr_mean_bpm"] = round(60.0 / float(np.mean(valid)), 1)
         k = min(_HR_BEATS, len(valid))
         run = np.convolve(valid, np.ones(k) / k, mode="valid")
-        out["hr_min_bpm"] = round(60.0 / float(run.max()), 1)
-        out["hr_max_bpm"] = round(60.0 / float(run.min()), 1)
+        # To 0.1 bpm, the low down and the high up, as the reports print them: rounded, a
+        # 49.96-bpm low read "50" beside a bradycardia (< 50), a 120.02 high "120" beside a
+        # tachycardia (> 120). (Rounded to 1e-6 first: float noise of a steady 75 is 75.)
+        out["hr_min_bpm"] = math.floor(round(600.0 / float(run.max()), 6)) / 10
+        out["hr_max_bpm"] = math.ceil(round(600.0 / float(run.min()), 6)) / 10
         if k == _HR_BEATS:
             ends = samples[1:][measured][k - 1 :]
             hr_at = dict(zip(ends.tolist(), (60.0 / run).tolist()))

@@ -493,6 +493,42 @@ def test_lowest_and_highest_rates_never_round_across_the_alarm_limits():
     assert "min 49, max 121 bpm" in _doctor_md(s, [])
 
 
+def _steady(rr: list[int], fs: int = FS) -> dict:
+    """A bed whose beats repeat the RR intervals ``rr`` (samples at ``fs``) six times, with the
+    rules' alerts (at the rules' 360 Hz only)."""
+    samples = np.cumsum([fs] + rr * 6)
+    msgs = [{"type": "beat", "bed": "b1", "sample": int(s), "class": "N"} for s in samples]
+    if fs == FS:
+        m = RhythmMonitor()
+        alerts = [*m.push(samples, ["N"] * len(samples)), *m.finish(int(samples[-1]) + FS)]
+        msgs += [{"type": "alert", "bed": "b1", **a.to_dict()} for a in alerts]
+    return _bed(msgs)
+
+
+def test_lowest_and_highest_rates_are_not_rounded_to_the_limits_before_the_reports(monkeypatch):
+    """The summary kept the rates to 0.1 bpm by rounding, so a low of 49.986 bpm became 50.0
+    and read 'min 50' / 'lowest 50' beside its bradycardia (< 50); a high of 120.02, 'max 120'."""
+    s = bed_summary(_steady([432] * 7 + [433]))  # 8 RR, mean 432.125 samples: 49.986 bpm
+    assert s["episodes"]["brady"]
+    assert s["hr_min_bpm"] == 49.9  # the JSON keeps 0.1 bpm, the low rounded down
+    assert "min 49, max 50 bpm" in _doctor_md(s, [])
+    assert "lowest 49, highest 50" in " ".join(patient_summary(s)["lines"])
+
+    # A high in (120, 120.05) needs 8 RR of 1439.4-1440 samples at 360 Hz: no whole-sample
+    # beats give one, so the summary runs at 3600 Hz (the rules stay at 360: no alerts).
+    monkeypatch.setattr("beatwise.report.FS", 10 * FS)
+    s = bed_summary(_steady([1800] * 5 + [1799] * 3, 10 * FS))  # 14397 samples: 120.025 bpm
+    assert s["hr_max_bpm"] == 120.1  # the high rounded up
+    assert "min 120, max 121 bpm" in _doctor_md(s, [])
+    assert "lowest 120, highest 121" in " ".join(patient_summary(s)["lines"])
+
+    # a steady 75 bpm stays 75 / 75 (no float noise pushed across a 0.1-bpm step)
+    monkeypatch.setattr("beatwise.report.FS", FS)
+    s = bed_summary(_steady([288] * 8))
+    assert s["hr_min_bpm"] == s["hr_max_bpm"] == 75.0
+    assert "min 75, max 75 bpm" in _doctor_md(s, [])
+
+
 def test_brady_pause_and_asystole_raised_only_across_a_gap_are_left_out():
     """An older monitor took the 20 s without data for 20 s without a beat: a pause, a
     bradycardia and an asystole. No ECG, no rate: all left out (and counted), as in the
