@@ -183,8 +183,16 @@ class Monitor:
             b = self._bed(msg)
             n = int(self.trace_s * FS)
             b.trace = np.concatenate([b.trace, np.asarray(msg["x"], np.float32)])[-n:]
-        elif kind == "bed":  # a (new) session of the bed: nothing of the last one is open
-            self._bed(msg).active.clear()
+        elif kind == "bed":
+            # A (new) session of the bed: another record after an end, or a gap too long to
+            # bridge. Nothing of the last session stays on screen as if current -- rate,
+            # rhythm, counts, trace, open episodes, 'ended' -- a fresh view in the bed's place
+            # (same panel order). The same record's last alerts stay listed (a gap too long
+            # to bridge: the data gap that ended it); another record is another patient's.
+            old = self.beds.get(msg["bed"])
+            view = self.beds[msg["bed"]] = _BedView(msg["bed"], msg.get("record"))
+            if old is not None and old.record == view.record:
+                view.alerts = old.alerts
         elif kind == "end":
             self._bed(msg).ended = True
         elif kind == "status":

@@ -130,6 +130,53 @@ def test_no_stale_heart_rate_without_ecg_or_in_asystole():
     assert "80 bpm" in screen()
 
 
+def test_new_session_of_a_bed_starts_a_fresh_view():
+    """A bed's new session (another record after an end, or a gap too long to bridge) must not
+    show the last session's rate, rhythm, record, alerts or 'ended' on a live bed; a new
+    session of the same record (a gap too long to bridge) keeps the alert that says why."""
+    mon = Monitor()
+
+    def screen() -> str:
+        console = Console(record=True, width=100)
+        console.print(mon.render())
+        return console.export_text()
+
+    mon({"type": "bed", "bed": "b1", "record": "mitdb/208", "first_sample": 0})
+    for s in range(5):
+        cls = "V" if s % 2 else "N"
+        mon({"type": "beat", "bed": "b1", "sample": 360 * s, "class": cls, "hr_bpm": 142.0})
+    mon({"type": "alert", "bed": "b1", "kind": "vtach", "state": "event", "severity": "critical",
+         "name": "V-tach", "time_s": 1.0, "detail": {}})  # fmt: skip
+    mon({"type": "samples", "bed": "b1", "x": np.sin(np.linspace(0, 20, 720))})
+    mon({"type": "end", "bed": "b1"})
+    assert "142 bpm" in screen() and "mitdb/208 · ended" in screen()
+
+    mon({"type": "bed", "bed": "b1", "record": "mitdb/100", "first_sample": 0})
+    v = mon.beds["b1"]
+    assert v.rate is None and v.rhythm == "—"
+    assert v.record == "mitdb/100" and not v.ended
+    # The class counts are the new session's (all 0): the panel belongs to the patient on the
+    # bed now, like its rate and rhythm, and the consumer counts per session too (its end
+    # message's counts).
+    assert v.counts == dict.fromkeys(v.counts, 0)
+    assert not v.alerts and not v.active and len(v.trace) == 0
+    text = screen()
+    assert "bed b1 · mitdb/100" in text and "ended" not in text and "mitdb/208" not in text
+    assert "-- bpm" in text and "142" not in text and "V-tach" not in text
+    # the new session's first beat shows as usual
+    mon({"type": "beat", "bed": "b1", "sample": 360, "class": "N", "hr_bpm": 70.0})
+    assert "70 bpm" in screen() and "Sinus rhythm" in screen() and v is mon.beds["b1"]
+    assert list(mon.beds) == ["b1"]
+
+    mon({"type": "alert", "bed": "b1", "kind": "data_gap", "state": "event", "severity": "warning",
+         "name": "Data gap", "time_s": 9.0, "detail": {"new_session": True}})  # fmt: skip
+    mon({"type": "end", "bed": "b1"})
+    mon({"type": "bed", "bed": "b1", "record": "mitdb/100", "first_sample": 7200})
+    v = mon.beds["b1"]
+    assert v.rate is None and not v.ended and [a["kind"] for a in v.alerts] == ["data_gap"]
+    assert "Data gap" in screen()
+
+
 def test_braille_trace_shape():
     rows = braille_trace(np.sin(np.linspace(0, 20, 1440)), width=30, height=3)
     assert len(rows) == 3 and all(len(r) == 30 for r in rows)
