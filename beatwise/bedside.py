@@ -144,7 +144,7 @@ class Bedside:
         self._quality_alerts: list[Alert] = []  # decided, not yet out of accept
         # Edges of stretches without ECG (flat, or around a rail), decided, not yet given to
         # the rhythm rules; how many such stretches are open there.
-        self._flat_edges: list[tuple[int, bool]] = []
+        self._off_edges: list[tuple[int, bool]] = []
         self._off_depth = 0
         # Beats before sample e have all been emitted once the clock reaches
         # max(e, end of the detector's learning phase) + the pipeline's decision delay.
@@ -169,7 +169,7 @@ class Bedside:
         for start, stop in self.pipeline.no_ecg:  # around a rail: no ECG, as if flat
             edges += [(start, True), (stop, False)]
         for edge in edges:  # in sample order, an onset before an end at the same sample
-            bisect.insort(self._flat_edges, edge, key=lambda e: (e[0], not e[1]))
+            bisect.insort(self._off_edges, edge, key=lambda e: (e[0], not e[1]))
         return beats
 
     def mark_gap(self, start: int, stop: int) -> None:
@@ -212,8 +212,8 @@ class Bedside:
         ``clock`` says no beat before it can still come (``None``: end of stream)."""
         out: list[Alert] = []
         done = 0
-        while self._flat_edges:
-            at, flat = self._flat_edges[0]
+        while self._off_edges:
+            at, flat = self._off_edges[0]
             upto = int(np.searchsorted(samples, at))
             if upto == len(samples) and clock is not None:
                 if clock < max(at, self._learn) + self._emit_delay:
@@ -227,7 +227,7 @@ class Bedside:
                 out += self.rhythm.signal_off(at)
             elif not flat and self._off_depth == 0:
                 self.rhythm.signal_on(at)
-            self._flat_edges.pop(0)
+            self._off_edges.pop(0)
         return out + self.rhythm.push(samples[done:], labels[done:])
 
 

@@ -206,10 +206,11 @@ class BeatPipeline:
         return [(start, stop)]
 
     def _rails(self, raw: np.ndarray, n0: int) -> list[tuple[int, str, int]]:
-        """Steps into a rail judged with this chunk: ``(decided at, "rail", step sample)``
-        for each sample ``k`` over :data:`STEP_MV` from the one before, with ``k`` to
-        ``k + RAIL_SAMPLES - 1`` flat, judged once those are in. Heavy noise jumps as far,
-        but does not stay flat."""
+        """Steps into and out of a rail judged with this chunk: ``(decided at, "rail",
+        step sample)`` for each sample ``k`` over :data:`STEP_MV` from the one before, with
+        ``k`` to ``k + RAIL_SAMPLES - 1`` flat, judged once those are in; ``(k, "rail_out",
+        k)`` for one with the :data:`RAIL_SAMPLES` before ``k`` flat. Heavy noise jumps as
+        far, but does not stay flat."""
         z = np.concatenate((self._tail, raw))
         z0 = n0 - len(self._tail)  # global index of z[0]
         n = n0 + len(raw)
