@@ -101,6 +101,11 @@ def beat_record(sample: int, probs: np.ndarray, rr: np.ndarray, *, fs: float = 3
     }
 
 
+def _edge_order(edge: tuple[int, bool]) -> tuple[int, bool]:
+    """Sort key of a no-ECG edge ``(sample, onset)``: by sample, an onset first."""
+    return edge[0], not edge[1]
+
+
 class Bedside:
     """Pipeline + rhythm rules + signal quality of one bed.
 
@@ -165,11 +170,13 @@ class Bedside:
         """Raw samples (mV) in; beats waiting for classification out."""
         beats = self.pipeline.push(chunk)  # checks the chunk first
         self._quality_alerts += self.pipeline.alerts
-        edges = list(self.quality.flat_edges)
+        # In sample order, an onset before an end at the same sample; nothing to do (no
+        # copy, no list) on the chunks that decide no edge, nearly all of them.
+        for edge in self.quality.flat_edges:
+            bisect.insort(self._off_edges, edge, key=_edge_order)
         for start, stop in self.pipeline.no_ecg:  # around a rail: no ECG, as if flat
-            edges += [(start, True), (stop, False)]
-        for edge in edges:  # in sample order, an onset before an end at the same sample
-            bisect.insort(self._off_edges, edge, key=lambda e: (e[0], not e[1]))
+            bisect.insort(self._off_edges, (start, True), key=_edge_order)
+            bisect.insort(self._off_edges, (stop, False), key=_edge_order)
         return beats
 
     def mark_gap(self, start: int, stop: int) -> None:
