@@ -240,11 +240,11 @@ class ReplayPublisher:
         self._pub.setsockopt(zmq.LINGER, 2000)
         secure_server(self._pub, self.curve)
         self._pub.bind(self.endpoint)
+        self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._ctl = self.context.socket(zmq.ROUTER)
         self._ctl.setsockopt(zmq.LINGER, 0)
         secure_server(self._ctl, self.curve)
         self._ctl.bind(self.control)
-        self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control = self._ctl.getsockopt_string(zmq.LAST_ENDPOINT)
         self.ready.set()
 
