@@ -90,7 +90,7 @@ class BeatPipeline:
 
     A data gap's fill is flat too, but has no step (flat at the last sample, then a ramp to
     the data): a stretch whose first second overlaps a marked gap, or an end inside one, is
-    not blanked. Every decision falls on a sample (a stretch's start ``flat_s`` in, its end
+    not blanked (nor is it a lead off: :meth:`SignalQuality.mark_gap`). Every decision falls on a sample (a stretch's start ``flat_s`` in, its end
     one block after the signal moved), before any beat it concerns is out but for the one
     above; the assembler takes each chunk in pieces cut at those samples, so any chunking
     gives the same beats. A beat out before a stretch was decided keeps its RR (the last
@@ -133,7 +133,6 @@ class BeatPipeline:
         #: the rhythm rules take them as the signal off (:class:`beatwise.bedside.Bedside`).
         self.no_ecg: list[tuple[int, int]] = []
         self._flat_from, self._flat_real = 0, True  # where the open flat stretch began, in data
-        self._data_gaps: list[tuple[int, int]] = []  # marked, recent: bridges are no lead off
         self._tail = np.zeros(0)  # the last raw samples: a step's look-back and look-ahead
         self._rail_next = 1  # the first sample whose step into a rail is not judged yet
         self._rail_out_next = 0  # ... whose step out of a flat stretch is not judged yet
@@ -163,9 +162,6 @@ class BeatPipeline:
             done = cut
             self._decide(what, at)
         parts.append(self._assemble(xf, peaks, confirmed, n0, done, len(xf)))
-        if self._data_gaps:  # a flat stretch still to be decided starts after the horizon
-            horizon = self.n_samples - self.quality.decided_at(0, True)
-            self._data_gaps = [g for g in self._data_gaps if g[1] > horizon]
         return parts[0] if len(parts) == 1 else Beats.concat(parts, self.assembler.width)
 
     def _decide(self, what: str, at: int) -> None:
@@ -182,13 +178,12 @@ class BeatPipeline:
             self.assembler.blank(at - WINDOW_AFTER + 1, at + settle)
             self.no_ecg += self._cut_rr(at - WINDOW_AFTER + 1, at + settle)
         elif what == "flat":  # a fill's first second overlaps its marked gap
-            flat_n = self.quality.decided_at(0, True)
-            real = not any(a < at + flat_n and at < z for a, z in self._data_gaps)
+            real = not self.quality.filled(at, self.quality.decided_at(at, True))
             self._flat_from, self._flat_real = at, real
             if real:
                 self.assembler.blank(at - b)  # open until the end is decided
         else:
-            real = not any(a <= at < z for a, z in self._data_gaps)
+            real = not self.quality.filled(at, at + 1)
             if self._flat_real:
                 self.assembler.blank(self._flat_from - b, at + settle if real else at)
             elif real:
@@ -247,7 +242,7 @@ class BeatPipeline:
         beat (:meth:`BeatAssembler.mark_gap`, :meth:`OnlinePanTompkins.mark_gap`)."""
         self.assembler.mark_gap(start, stop)  # checks first: a refused gap marks nothing
         self.detector.mark_gap(start, stop)
-        self._data_gaps.append((int(start), int(stop)))
+        self.quality.mark_gap(start, stop)
 
     def flush(self) -> Beats:
         """End of stream: return the beats still pending."""

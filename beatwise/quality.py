@@ -9,9 +9,12 @@ kind          severity  definition
 ============= ========= ======================================================================
 lead_off      warning   onset when the raw signal stays within ``flat_mv`` (0.02 mV
                         peak-to-peak) for ``flat_s`` (1 s): a disconnected lead, or one
-                        saturated at a rail; sample = start of that flat stretch. End when no
-                        flat stretch has started for ``live_s`` (2 s); sample = where the
-                        signal first moved again
+                        saturated at a rail; sample = start of that flat stretch. A data
+                        gap's fill (:meth:`SignalQuality.mark_gap`) is no lead off: a flat
+                        second that overlaps one does not count, so a lead that stays off
+                        after the gap is raised ``flat_s`` later, from the first block after
+                        the fill. End when no flat stretch has started for ``live_s`` (2 s);
+                        sample = where the signal first moved again
 noisy_signal  advisory  onset when, over ``noise_window_s`` (3 s), the high-frequency noise
                         floor exceeds ``noise_on_mv`` (0.25 mV: 20-150 Hz noise at about
                         3.5 dB SNR on mitdb 100) or the baseline drifts faster than
@@ -89,6 +92,8 @@ class SignalQuality:
         drift_off_mv_s: Baseline drift (mV/s) under which it may end. Default 1.5.
         noise_clear_s: How long (s) both must stay under their ``*_off`` levels to end
             ``noisy_signal``. Default 5.0.
+
+    A caller that bridges missing samples marks them first (:meth:`mark_gap`).
 
     After each :meth:`push`, :attr:`flat_edges` lists where flat stretches (``flat_s`` or
     longer, without hysteresis) began and ended, for the rhythm rules
@@ -169,6 +174,7 @@ class SignalQuality:
         self._good_run = 0  # clean noise windows in a row
         self.active: dict[str, Alert] = {}  # kind -> onset alert of open episodes
         self.flat_edges: list[tuple[int, bool]] = []
+        self._gaps: list[tuple[int, int]] = []  # marked fills [start, stop) not yet behind
 
     @property
     def n_samples(self) -> int:
@@ -200,6 +206,9 @@ class SignalQuality:
             return []
         if self._n == 0:
             self._prev2 = np.full(2, x[0])  # steady start: no step before the first sample
+        # Keep the fills that the flat seconds judged from here on can overlap.
+        horizon = self._n - self._k_flat * self._block - self._block
+        self._gaps = [g for g in self._gaps if g[1] > horizon]
         self._n += len(x)
         y = np.concatenate([self._tail, x]) if len(self._tail) else x
         b = self._block
@@ -211,6 +220,22 @@ class SignalQuality:
         self._add_blocks(y[: nb * b], nb)
         out = self._lead_off(nb)
         return out + self._noise(final=False)
+
+    def mark_gap(self, start: int, stop: int) -> None:
+        """Samples ``start..stop-1`` never came; the caller fills them (flat at the last
+        sample, then a ramp: :func:`beatwise.pipeline.bridge`). A flat second that overlaps
+        them raises no ``lead_off`` (see the module doc). Mark a gap before its samples."""
+        if not 0 <= start < stop:
+            raise ValueError(
+                f"SignalQuality.mark_gap: start={start!r}, stop={stop!r}; expected "
+                "0 <= start < stop."
+            )
+        self._gaps.append((int(start), int(stop)))
+
+    def filled(self, start: int, stop: int) -> bool:
+        """Whether a marked gap overlaps samples ``start..stop-1`` (one recent enough: those
+        of the last ``flat_s`` and after)."""
+        return any(a < stop and start < z for a, z in self._gaps)
 
     def finish(self, clock: int | None = None) -> list[Alert]:
         """End of stream at sample ``clock`` (default: the samples pushed): judge the noise
@@ -267,6 +292,13 @@ class SignalQuality:
             return []
         hist[4, self._col(first) :] = quiet
         idx = np.arange(nb)
+        opens = quiet  # a flat second that overlaps a fill opens no lead_off
+        if self._gaps:
+            w = (first + idx - k + 1) * b  # where each new block's flat second begins
+            fill = np.zeros(nb, bool)
+            for a, z in self._gaps:
+                fill |= (a < w + k * b) & (w < z)
+            opens = quiet & ~fill
         # Flat stretches, for the rhythm rules: where the windows turn flat / stop being flat.
         prev = np.concatenate([[self._quiet], quiet[:-1]])
         for j in np.flatnonzero(quiet != prev).tolist():
@@ -279,7 +311,7 @@ class SignalQuality:
         i = 0
         while i < nb:
             if "lead_off" not in self.active:
-                j = _first(quiet, i)
+                j = _first(opens, i)
                 if j < 0:
                     break
                 level = (hi[j - skip] + lo[j - skip]) / 2

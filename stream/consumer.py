@@ -73,9 +73,9 @@ _MAX_STRIPS = {"vtach": 200, "asystole": 200}
 _MAX_STRIPS_OTHER = 5
 #: Beats whose latencies the status message summarises (the most recent).
 _STATUS_WINDOW = 2000
-#: Episodes that a data gap (its flat fill) can fake: muted when their silence, or the first
-#: second of their flat stretch, overlaps a fill.
-_GAP_KINDS = frozenset({"asystole", "pause", "lead_off"})
+#: Episodes that a data gap (its flat fill) can fake: muted when their silence overlaps a
+#: fill. (A fill raises no lead_off: the bed's signal quality knows the gaps it bridged.)
+_GAP_KINDS = frozenset({"asystole", "pause"})
 #: Alert detail fields that hold a sample index (shifted to the published clock).
 _DETAIL_SAMPLES = frozenset({"onset_sample", "since_sample"})
 
@@ -847,12 +847,7 @@ class StreamConsumer:
             bed.muted.discard(a.kind)
             return muted
         since = (a.detail or {}).get("since_sample", a.sample)
-        # a flat stretch whose first second [onset, onset + FS) holds a fill is the fill's
-        # (the pipeline's rule, BeatPipeline._decide); in_gap's range is inclusive
-        until = (
-            a.sample + FS - 1 if a.kind == "lead_off" else max(a.sample, a.beat_sample or a.sample)
-        )
-        if bed.in_gap(min(since, a.sample), until):
+        if bed.in_gap(min(since, a.sample), max(a.sample, a.beat_sample or a.sample)):
             if a.state == "onset":
                 bed.muted.add(a.kind)
             return True

@@ -260,3 +260,51 @@ def test_minmax_flat_window_is_zero():
 def test_pipeline_refuses_other_rates():
     with pytest.raises(ValueError, match="360"):
         BeatPipeline(fs=250)
+
+
+def _off_across_gap(x: np.ndarray, chunks, *, at: int, g0: int, g1: int, back: int | None):
+    """The lead comes off at ``at`` (flat at the last sample), a data gap ``[g0, g1)`` is
+    bridged and marked as the consumer does, the lead is back at ``back`` (None: never);
+    returns the pipeline's alerts and beats."""
+    y = x.copy()
+    stop = len(y) if back is None else back
+    y[at:stop] = y[at - 1]
+    y[g0:g1] = bridge(g1 - g0, float(y[g0 - 1]), float(y[g1]))
+    p, alerts, out, i = BeatPipeline(), [], [], 0
+    for n in chunks:
+        if i <= g0 < i + n or (i == 0 and g0 < n):
+            p.mark_gap(g0, g1)
+        out.append(p.push(y[i : i + n]))
+        alerts += p.alerts
+        i += n
+    alerts += p.quality.finish()
+    return alerts, Beats.concat([*out, p.flush()], WIDTH)
+
+
+@pytest.mark.parametrize("back_s", [None, 10.5, 6.5])
+def test_a_lead_still_off_after_a_data_gap_is_announced_once_flat_for_flat_s(record, back_s):
+    # left alone at stop 16, found by review: a lead that comes off within a second before
+    # an outage made a flat stretch that the pipeline (and the consumer) took for the gap's
+    # fill, and as the lead stayed off after the gap nothing was ever announced
+    fs = 360
+    x = record("mitdb", "100").signal[: 30 * fs]
+    at, g0, g1 = 5 * fs, 5 * fs + 180, 5 * fs + 180 + 3 * fs + 50  # g1: inside a block
+    back = None if back_s is None else int(back_s * fs)
+    alerts, beats = _off_across_gap(x, [len(x)], at=at, g0=g0, g1=g1, back=back)
+    lead = [a for a in alerts if a.kind == "lead_off"]
+    b = 90  # one quality block (0.25 s)
+    first_after = -(-g1 // b) * b  # the first block start after the fill
+    if back is not None and back < first_after + fs:  # back within flat_s of the fill's end
+        assert lead == []  # a flat second over the fill is no lead off
+    else:
+        assert [(a.state, a.sample) for a in lead] == [
+            ("onset", first_after),
+            ("end", len(x) if back is None else back),
+        ]
+        assert lead[1].detail["onset_sample"] == first_after
+    # nothing between the lead coming off and coming back is a beat
+    assert not np.any((beats.sample > at) & (beats.sample < (back or len(x))))
+    for chunks in ([36] * (len(x) // 36), [1000] * 10 + [len(x) - 10_000], [g1 - 3, 7, 5000]):
+        chunks = chunks + [len(x) - sum(chunks)] if sum(chunks) < len(x) else chunks
+        again, beats2 = _off_across_gap(x, chunks, at=at, g0=g0, g1=g1, back=back)
+        assert again == alerts and _same(beats2, beats)

@@ -19,7 +19,7 @@ from beatwise.bedside import Bedside, RuleClassifier, run_offline
 from beatwise.model.infer import Classifier
 from beatwise.quality import BLOCK_S, SignalQuality
 from beatwise.rhythm import NAMES, SEVERITY, RhythmMonitor
-from tests.contracts import assert_chunk_invariant
+from tests.contracts import assert_chunk_invariant, split
 
 FS = 360
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -429,3 +429,26 @@ def test_bad_chunks_are_refused():
     with pytest.raises(ValueError, match="1-D"):
         q.push(np.zeros((2, 2)))
     assert q.n_samples == 0
+
+
+def test_a_bad_gap_is_refused_and_marks_nothing():
+    q = SignalQuality()
+    for start, stop in ((500, 400), (-5, 10), (7, 7)):
+        with pytest.raises(ValueError, match=rf"start={start}, stop={stop}; expected 0 <= start"):
+            q.mark_gap(start, stop)
+    assert not q.filled(0, 10_000)
+    q.mark_gap(360, 720)
+    assert q.filled(719, 720) and not q.filled(720, 800) and not q.filled(0, 360)
+
+
+def test_a_flat_fill_raises_no_lead_off_but_a_lead_still_off_after_it_does():
+    x = np.sin(np.arange(20 * 360) / 20.0)  # live: 2.9 Hz, 2 mV peak to peak
+    x[3600:] = x[3599]  # flat from 10 s to the end: a fill, then the lead off
+    for chunks in ([len(x)], [36] * 200):
+        q = SignalQuality()
+        q.mark_gap(3600, 4000)
+        out = [a for c in split(x, chunks) for a in q.push(c)] + q.finish()
+        assert [(a.kind, a.state, a.sample) for a in out] == [
+            ("lead_off", "onset", 4050),  # the first block after the fill, flat for 1 s
+            ("lead_off", "end", len(x)),
+        ]
