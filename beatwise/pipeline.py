@@ -90,13 +90,13 @@ class BeatPipeline:
 
     A data gap's fill is flat too, but has no step (flat at the last sample, then a ramp to
     the data): a stretch whose first second overlaps a marked gap, or an end inside one, is
-    not blanked (nor is it a lead off: :meth:`SignalQuality.mark_gap`). Every decision falls on a sample (a stretch's start ``flat_s`` in, its end
-    one block after the signal moved), before any beat it concerns is out but for the one
-    above; the assembler takes each chunk in pieces cut at those samples, so any chunking
-    gives the same beats. A beat out before a stretch was decided keeps its RR (the last
-    beat before a long lead off: post-RR capped at 3 s, as before a real pause). The
-    fastest change in the 126 records is 0.96 mV per sample and none holds a flat
-    stretch, so the dataset is cut as before.
+    not blanked (nor is it a lead off: :meth:`SignalQuality.mark_gap`). Every decision falls
+    on a sample (a stretch's start ``flat_s`` in, its end one block after the signal moved),
+    before any beat it concerns is out but for the one above; the assembler takes each chunk
+    in pieces cut at those samples, so any chunking gives the same beats. A beat out before a
+    stretch was decided keeps its RR (the last beat before a long lead off: post-RR capped at
+    3 s, as before a real pause). The fastest change in the 126 records is 0.96 mV per sample
+    and none holds a flat stretch, so the dataset is cut as before.
 
     The quality alerts (``lead_off``, ``noisy_signal``) decided during the last :meth:`push`
     are in :attr:`alerts`.
