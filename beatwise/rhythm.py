@@ -58,6 +58,7 @@ clock-declared alerts), from which alarm delays are measured.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -433,14 +434,18 @@ class RhythmMonitor:
         # Heart rate (hysteresis: brady ends at 55, tachy at 115 bpm).
         hr = self.hr_bpm
         if hr is not None and len(self._rrs) == self.hr_beats:
-            for kind, on, off in (
-                ("brady", hr < 50.0, hr >= 55.0),
-                ("tachy", hr > 120.0, hr <= 115.0),
+            # The rate to 0.1 bpm, rounded away from the threshold it crossed: to nearest, a
+            # 49.96-bpm bradycardia (< 50) read "hr_bpm": 50.0. (1e-6 first: float noise.)
+            low = math.floor(round(hr * 10, 6)) / 10
+            high = math.ceil(round(hr * 10, 6)) / 10
+            for kind, on, off, at_on, at_off in (
+                ("brady", hr < 50.0, hr >= 55.0, low, high),
+                ("tachy", hr > 120.0, hr <= 115.0, high, low),
             ):
                 if on and kind not in self.active:
-                    out.append(self._open(kind, s, s, {"hr_bpm": round(hr, 1)}))
+                    out.append(self._open(kind, s, s, {"hr_bpm": at_on}))
                 elif off and kind in self.active:
-                    out.append(self._close(kind, s, s, {"hr_bpm": round(hr, 1)}))
+                    out.append(self._close(kind, s, s, {"hr_bpm": at_off}))
 
         # Paced rhythm.
         last8 = list(self._labels)[-8:]

@@ -101,6 +101,18 @@ def test_brady_and_tachy_with_hysteresis():
     assert kinds([a for a in alerts if a.kind == "tachy"]) == [("tachy", "onset")]
 
 
+def test_the_rate_of_a_brady_onset_reads_below_its_threshold():
+    # found by review: rounded to nearest, a 49.986-bpm bradycardia (< 50) said 50.0 bpm
+    rr = [0.8] * 10 + [432 / FS] * 7 + [433 / FS] + [432 / FS] * 4  # 8 RR: 49.986 bpm
+    alerts, _, _ = feed("N" * len(rr), rr)
+    brady = [a for a in alerts if a.kind == "brady"]
+    assert kinds(brady) == [("brady", "onset")] and brady[0].detail == {"hr_bpm": 49.9}
+    rr = [0.8] * 10 + [60 / 125] * 10 + [0.8] * 12  # 125 bpm, then back to 75
+    tachy = [a for a in feed("N" * len(rr), rr)[0] if a.kind == "tachy"]
+    onset, end = (a.detail["hr_bpm"] for a in tachy)
+    assert onset > 120 and end <= 115 and round(onset, 1) == onset
+
+
 def test_pause_event_and_asystole_by_clock():
     alerts, _, s = feed("NNNNN", [0.8, 0.8, 0.8, 2.5, 0.8])
     assert kinds(alerts) == [("pause", "event")] and alerts[0].sample == s[2]
