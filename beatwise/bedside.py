@@ -129,15 +129,21 @@ class Bedside:
         fs: Sampling rate, Hz. Default 360.
         template: Cut beats with their running template (for a classifier that
             :func:`takes_template`). Default False.
+        noise_phase: The signal quality's (:class:`~beatwise.quality.SignalQuality`): the
+            consumer gives its beds different phases so that beds started together do not
+            all judge their noise windows in the same round. Changes no output. Default 0.
     """
 
-    def __init__(self, *, fs: float = 360.0, template: bool = False) -> None:
+    def __init__(self, *, fs: float = 360.0, template: bool = False, noise_phase: int = 0) -> None:
         self.fs = fs
         self.template = template
+        self.noise_phase = noise_phase
         self._reset()
 
     def _reset(self) -> None:
-        self.pipeline = BeatPipeline(fs=self.fs, template=self.template)
+        self.pipeline = BeatPipeline(
+            fs=self.fs, template=self.template, noise_phase=self.noise_phase
+        )
         # the assembler's max_delay includes the detector's learning phase
         learn = self.pipeline.assembler.max_delay - self.pipeline.detector.max_delay
         self.rhythm = RhythmMonitor(

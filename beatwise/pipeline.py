@@ -106,13 +106,16 @@ class BeatPipeline:
             :func:`beatwise.records.load_record` does).
         template: Give each beat its running template, for models that take it
             (:attr:`beatwise.model.infer.Classifier.takes_template`). Default False.
+        noise_phase: :class:`~beatwise.quality.SignalQuality`'s (spreads the work of beds
+            started together; changes no output). Default 0.
     """
 
-    def __init__(self, *, fs: float = FS, template: bool = False) -> None:
+    def __init__(self, *, fs: float = FS, template: bool = False, noise_phase: int = 0) -> None:
         if fs != FS:
             raise ValueError(f"fs must be {FS} Hz (resample the record first); got {fs}.")
         self.fs = fs
         self.template = template
+        self.noise_phase = noise_phase
         self._reset()
 
     def _reset(self) -> None:
@@ -125,7 +128,7 @@ class BeatPipeline:
             max_delay=self.detector.max_delay + self.detector._learn,
             template=self.template,
         )
-        self.quality = SignalQuality(fs=self.fs)
+        self.quality = SignalQuality(fs=self.fs, noise_phase=self.noise_phase)
         #: Quality alerts decided during the last push.
         self.alerts: list[Alert] = []
         #: Stretches without ECG decided during the last push, ``(start, stop)``: the beats

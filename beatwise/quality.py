@@ -61,7 +61,7 @@ import numpy as np
 from beatwise.dsp.filter import as_samples
 from beatwise.rhythm import Alert
 
-__all__ = ["BLOCK_S", "SignalQuality"]
+__all__ = ["BLOCK_S", "NOISE_PHASES", "SignalQuality"]
 
 #: The monitor's time step, seconds: statistics are kept per block of this length.
 BLOCK_S = 0.25
@@ -71,6 +71,8 @@ _DRIFT_MEAN_S = 1.0
 #: and the cost of a judgement hardly depends on how many windows it takes. (Flat windows
 #: are judged at once: the rhythm rules wait for them.)
 _STEP_BLOCKS = 8
+#: How many ``noise_phase`` values :class:`SignalQuality` takes (one per block of a step).
+NOISE_PHASES = _STEP_BLOCKS
 
 
 class SignalQuality:
@@ -92,6 +94,9 @@ class SignalQuality:
         drift_off_mv_s: Baseline drift (mV/s) under which it may end. Default 1.5.
         noise_clear_s: How long (s) both must stay under their ``*_off`` levels to end
             ``noisy_signal``. Default 5.0.
+        noise_phase: Judge the first noise windows this many blocks sooner (0 to 7; the
+            judgements come every 8 blocks): beds started together then do that work in
+            different rounds. The alerts are the same for every phase. Default 0.
 
     A caller that bridges missing samples marks them first (:meth:`mark_gap`).
 
@@ -113,6 +118,7 @@ class SignalQuality:
         drift_on_mv_s: float = 2.5,
         drift_off_mv_s: float = 1.5,
         noise_clear_s: float = 5.0,
+        noise_phase: int = 0,
     ) -> None:
         if not fs >= 4 / BLOCK_S:
             raise ValueError(f"SignalQuality: fs={fs!r} Hz; expected >= {4 / BLOCK_S:g} Hz.")
@@ -126,6 +132,11 @@ class SignalQuality:
                 raise ValueError(
                     f"SignalQuality: {name}={value!r} s; expected >= one block ({BLOCK_S} s)."
                 )
+        if not (isinstance(noise_phase, int) and 0 <= noise_phase < _STEP_BLOCKS):
+            raise ValueError(
+                f"SignalQuality: noise_phase={noise_phase!r}; expected 0 <= noise_phase < "
+                f"{_STEP_BLOCKS} (an int)."
+            )
         if not flat_mv > 0:
             raise ValueError(f"SignalQuality: flat_mv={flat_mv!r} mV; expected > 0.")
         for off_name, off, on_name, on in (
@@ -147,6 +158,7 @@ class SignalQuality:
         self.drift_on_mv_s = drift_on_mv_s
         self.drift_off_mv_s = drift_off_mv_s
         self.noise_clear_s = noise_clear_s
+        self.noise_phase = noise_phase
         # In blocks.
         self._block = int(round(BLOCK_S * fs))
         self._k_flat = _blocks(flat_s)
@@ -171,6 +183,7 @@ class SignalQuality:
         self._quiet = False  # was the last flat window flat
         self._live_run = 0  # windows since the last flat one
         self._next_noise = self._k_span - 1  # the next block whose noise window is judged
+        self._due = _STEP_BLOCKS - self.noise_phase  # windows due before the next judgement
         self._good_run = 0  # clean noise windows in a row
         self.active: dict[str, Alert] = {}  # kind -> onset alert of open episodes
         self.flat_edges: list[tuple[int, bool]] = []
@@ -328,12 +341,13 @@ class SignalQuality:
 
     def _noise(self, *, final: bool) -> list[Alert]:
         """Judge the noise windows whose flat windows are all known (at least
-        ``_STEP_BLOCKS`` of them unless ``final``); noisy_signal."""
+        ``_STEP_BLOCKS`` of them, fewer the first time by ``noise_phase``, unless
+        ``final``); noisy_signal."""
         w, m, b, span, hist = self._k_win, self._k_mean, self._block, self._k_span, self._hist
         g0, g1 = self._next_noise, self._nb - 1 - self._lag  # window ends to judge
-        if g1 < g0 or (g1 - g0 + 1 < _STEP_BLOCKS and not final):
+        if g1 < g0 or (g1 - g0 + 1 < self._due and not final):
             return []
-        self._next_noise = g1 + 1
+        self._next_noise, self._due = g1 + 1, _STEP_BLOCKS
         c, c1 = self._col(g0 - span + 1), self._col(g1) + 1  # support of the windows
         hf = _median(_windows(hist[3, c + 2 * m - 1 : c1], w))
         means = _windows(hist[2, c:c1], m).mean(axis=1)
