@@ -68,6 +68,32 @@ def test_predict_runs_the_model_on_a_few_shapes_only(untrained):
     np.testing.assert_allclose(together[::7], one_by_one, atol=1e-6)
 
 
+def test_small_passes_run_without_onednn_and_the_setting_is_restored(untrained):
+    """Passes of up to 8 beats (a live round's) run on ATen's convolutions: oneDNN's setup
+    cost 1.3-2.6 ms a pass there (``_ATEN_MAX_BEATS``). torch's setting is left as found."""
+    import torch
+
+    clf = Classifier.load(untrained, batch_size=64)
+    module, seen = clf.module, []
+
+    def recording(w, r):
+        seen.append((len(w), torch.backends.mkldnn.enabled))
+        return module(w, r)
+
+    clf.module = recording
+    for n in (1, 5, 8, 9, 40):
+        clf.predict(_beats(n))
+    assert seen == [(1, False), (8, False), (8, False), (16, True), (64, True)]
+    assert torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.set_flags(False, None, None, None)
+    try:  # switched off by the user: stays off
+        seen.clear()
+        clf.predict(_beats(40))
+        assert seen == [(64, False)] and not torch.backends.mkldnn.enabled
+    finally:
+        torch.backends.mkldnn.set_flags(True, None, None, None)
+
+
 def test_predict_rejects_wrong_window_width(untrained):
     clf = Classifier.load(untrained)
     bad = Beats(

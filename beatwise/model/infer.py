@@ -24,6 +24,13 @@ from beatwise.pipeline import WINDOW_AFTER, WINDOW_BEFORE
 __all__ = ["CardError", "Classifier"]
 
 _WIDTH = WINDOW_BEFORE + WINDOW_AFTER
+#: Passes of at most this many beats run on ATen's own convolutions, not oneDNN's: on one
+#: core oneDNN takes 1.3-2.6 ms for a pass of 2-8 beats of the shipped models, ATen
+#: 0.3-1.6 ms; from 16 beats oneDNN wins (1.7-3.0 ms against 8-20). A live round of 48
+#: beds brings about six beats. Logits differ by at most 2.1e-5, and no label changed
+#: over the 294,716 beats of the dataset for any shipped model (passes of 8 on ATen against
+#: passes of 256 on oneDNN).
+_ATEN_MAX_BEATS = 8
 
 
 class Classifier:
@@ -46,7 +53,9 @@ class Classifier:
     (measured: random batches of 1-1,500 beats grew a process by 58 MiB, bucketed ones by
     4 MiB; ``beatwise bench soak``). Padding rows change no other row's output (the model is
     per beat in eval mode). 128 is where one core is fastest per beat (inter-patient model:
-    0.045 ms at 128, 0.079 at 256; seed: 0.093 and 0.089).
+    0.045 ms at 128, 0.079 at 256; seed: 0.093 and 0.089). Passes of up to 8 beats switch
+    oneDNN off around the call (:data:`_ATEN_MAX_BEATS`), a process-wide torch setting: call
+    :meth:`predict` from one thread at a time.
     """
 
     def __init__(
@@ -184,9 +193,22 @@ class Classifier:
                     part = [
                         np.concatenate([p, np.full((pad, p.shape[1]), 0.5, p.dtype)]) for p in part
                     ]
-                logits = self.module(*(torch.from_numpy(np.ascontiguousarray(p)) for p in part))
+                logits = self._forward(
+                    [torch.from_numpy(np.ascontiguousarray(p)) for p in part],
+                    aten=len(part[0]) <= _ATEN_MAX_BEATS,
+                )
                 out[a : a + k] = torch.softmax(logits[:k], dim=1).numpy()
         return out
+
+    def _forward(self, inputs: list[torch.Tensor], *, aten: bool) -> torch.Tensor:
+        """One pass of the module; on ATen's convolutions if ``aten`` and oneDNN is on."""
+        if not (aten and torch.backends.mkldnn.enabled):
+            return self.module(*inputs)
+        torch.backends.mkldnn.set_flags(False, None, None, None)
+        try:
+            return self.module(*inputs)
+        finally:
+            torch.backends.mkldnn.set_flags(True, None, None, None)
 
     def labels(self, probs: np.ndarray) -> np.ndarray:
         """Class name of each row of :meth:`predict`'s output (``<U1`` array)."""
