@@ -34,7 +34,7 @@ import numpy as np
 
 from beatwise.classes import CLASSES
 from beatwise.protocol import BED_NAME
-from beatwise.rhythm import NAMES, SEVERITY
+from beatwise.rhythm import NAMES, SEVERITY, bpm_tenths
 
 __all__ = [
     "bed_summary",
@@ -434,9 +434,9 @@ def bed_summary(bed: dict) -> dict:
         run = np.convolve(valid, np.ones(k) / k, mode="valid")
         # To 0.1 bpm, the low down and the high up, as the reports print them: rounded, a
         # 49.96-bpm low read "50" beside a bradycardia (< 50), a 120.02 high "120" beside a
-        # tachycardia (> 120). (Rounded to 1e-6 first: float noise of a steady 75 is 75.)
-        out["hr_min_bpm"] = math.floor(round(600.0 / float(run.max()), 6)) / 10
-        out["hr_max_bpm"] = math.ceil(round(600.0 / float(run.min()), 6)) / 10
+        # tachycardia (> 120).
+        out["hr_min_bpm"] = bpm_tenths(60.0 / float(run.max()), up=False)
+        out["hr_max_bpm"] = bpm_tenths(60.0 / float(run.min()), up=True)
         if k == _HR_BEATS:
             ends = samples[1:][measured][k - 1 :]
             hr_at = dict(zip(ends.tolist(), (60.0 / run).tolist()))

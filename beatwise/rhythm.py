@@ -74,6 +74,7 @@ __all__ = [
     "SEVERITY",
     "Alert",
     "RhythmMonitor",
+    "bpm_tenths",
     "labels_from_symbols",
 ]
 
@@ -141,6 +142,13 @@ _DOMINANT_NAMES = {
     "V": "Ventricular ectopy",
     "/": "Paced rhythm",
 }
+
+
+def bpm_tenths(bpm: float, *, up: bool) -> float:
+    """A rate to 0.1 bpm, rounded up or down (not to nearest): beside a threshold, a
+    49.96-bpm low must not read 50. Float noise first goes (a steady 75 stays 75.0)."""
+    tenths = round(bpm * 10, 6)
+    return (math.ceil(tenths) if up else math.floor(tenths)) / 10
 
 
 @dataclass(eq=True)
@@ -434,10 +442,9 @@ class RhythmMonitor:
         # Heart rate (hysteresis: brady ends at 55, tachy at 115 bpm).
         hr = self.hr_bpm
         if hr is not None and len(self._rrs) == self.hr_beats:
-            # The rate to 0.1 bpm, rounded away from the threshold it crossed: to nearest, a
-            # 49.96-bpm bradycardia (< 50) read "hr_bpm": 50.0. (1e-6 first: float noise.)
-            low = math.floor(round(hr * 10, 6)) / 10
-            high = math.ceil(round(hr * 10, 6)) / 10
+            # The rate rounded away from the threshold it crossed: to nearest, a 49.96-bpm
+            # bradycardia (< 50) read "hr_bpm": 50.0.
+            low, high = bpm_tenths(hr, up=False), bpm_tenths(hr, up=True)
             for kind, on, off, at_on, at_off in (
                 ("brady", hr < 50.0, hr >= 55.0, low, high),
                 ("tachy", hr > 120.0, hr <= 115.0, high, low),
