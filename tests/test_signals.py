@@ -17,7 +17,7 @@ from scipy.signal import butter, sosfiltfilt
 
 from beatwise.bedside import Bedside, RuleClassifier, run_offline
 from beatwise.model.infer import Classifier
-from beatwise.quality import BLOCK_S, SignalQuality
+from beatwise.quality import BLOCK_S, SignalQuality, _block_stats, _flat_windows
 from beatwise.rhythm import NAMES, SEVERITY, RhythmMonitor
 from tests.contracts import assert_chunk_invariant, split
 
@@ -482,3 +482,28 @@ def test_a_flat_fill_raises_no_lead_off_but_a_lead_still_off_after_it_does():
             ("lead_off", "onset", 4050),  # the first block after the fill, flat for 1 s
             ("lead_off", "end", len(x)),
         ]
+
+
+def test_block_statistics_match_numpys():
+    """The compiled per-block pass gives what numpy's reductions give (min, max exactly;
+    mean and second-difference RMS to rounding), with the two samples before the blocks
+    carried in; and the flat windows over them are numpy's sliding min / max."""
+    rng = np.random.default_rng(5)
+    b, nb, k = 90, 9, 4
+    z = rng.normal(0, 1, 2 + b * nb) * 10 ** rng.uniform(-3, 1)
+    z[2 + 2 * b : 2 + 7 * b] = 0.3 + rng.uniform(0, 0.01, 5 * b)  # five flat blocks
+    got = _block_stats(z[:2], z[2:], b)
+    blocks = z[2:].reshape(nb, b)
+    d2 = (z[2:] - 2 * z[1:-1] + z[:-2]).reshape(nb, b)
+    assert np.array_equal(got[0], blocks.min(axis=1))
+    assert np.array_equal(got[1], blocks.max(axis=1))
+    np.testing.assert_allclose(got[2], blocks.mean(axis=1), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got[3], np.sqrt((d2**2).mean(axis=1)), rtol=1e-12)
+    assert np.array_equal(got[4], np.zeros(nb))
+    quiet = np.zeros(nb - k + 1, bool)
+    lo, hi, n = _flat_windows(got[0], got[1], k, 0.02, quiet)
+    win = np.lib.stride_tricks.sliding_window_view
+    assert np.array_equal(lo, win(got[0], k).min(axis=1))
+    assert np.array_equal(hi, win(got[1], k).max(axis=1))
+    assert np.array_equal(quiet, hi - lo < 0.02)
+    assert n == quiet.sum() == 2  # the windows of blocks 2-5 and 3-6
