@@ -8,10 +8,11 @@ the model is trained on exactly the beats it will be served.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from beatwise.dsp.beats import BeatAssembler, Beats
 from beatwise.dsp.detector import OnlinePanTompkins
-from beatwise.dsp.filter import Bandpass
+from beatwise.dsp.filter import Bandpass, as_samples
 from beatwise.quality import SignalQuality
 from beatwise.records import FS
 from beatwise.rhythm import Alert
@@ -147,9 +148,10 @@ class BeatPipeline:
 
     def push(self, chunk) -> Beats:
         """Push raw samples (mV); return the beats completed meanwhile."""
-        xf = self.filter.push(chunk)  # the filter checks the chunk
+        x = as_samples(chunk)
+        xf = self.filter.push(x)
         n0 = self.n_samples - len(xf)
-        self.alerts = self.quality.push(chunk)
+        self.alerts = self.quality.push(x)
         self.no_ecg = []
         peaks, confirmed = self.detector.push_timed(xf)
         # Decisions, at the sample they are taken: (decided at, flat edge or step sample).
@@ -157,7 +159,7 @@ class BeatPipeline:
             (self.quality.decided_at(at, flat), "flat" if flat else "live", at)
             for at, flat in self.quality.flat_edges
         ]
-        events += self._rails(np.asarray(chunk).ravel(), n0)
+        events += self._rails(x, n0)
         parts, done = [], 0
         for decided, what, at in sorted(events):
             cut = decided - n0
@@ -213,10 +215,8 @@ class BeatPipeline:
         z0 = n0 - len(self._tail)  # global index of z[0]
         n = n0 + len(raw)
         out = []
-        d = z[1:] - z[:-1]
-        jumps = np.flatnonzero(np.abs(d) > STEP_MV) if len(d) else d
         flat_mv = self.quality.flat_mv
-        for j in jumps.tolist():
+        for j in _steps(z, STEP_MV).tolist():
             k = z0 + j + 1
             if self._rail_next <= k <= n - RAIL_SAMPLES:
                 after = z[j + 1 : j + 1 + RAIL_SAMPLES]
@@ -258,3 +258,16 @@ class BeatPipeline:
         """Whole signal in one go (push + flush) on a fresh state."""
         self._reset()
         return Beats.concat([self.push(signal), self.flush()], self.assembler.width)
+
+
+@njit(cache=True)
+def _steps(z: np.ndarray, step_mv: float) -> np.ndarray:
+    """Indices ``j`` where ``|z[j + 1] - z[j]| > step_mv`` (mV): candidate steps into or out
+    of a rail, looked for in every chunk of every bed."""
+    out = np.empty(max(len(z) - 1, 0), np.int64)
+    n = 0
+    for j in range(len(z) - 1):
+        if abs(z[j + 1] - z[j]) > step_mv:
+            out[n] = j
+            n += 1
+    return out[:n]

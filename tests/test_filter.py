@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.signal import sosfilt
 
-from beatwise.dsp.filter import Bandpass
+from beatwise.dsp.filter import Bandpass, as_samples
 from tests.contracts import CHUNKINGS, chunk_sizes, split
 
 
@@ -50,6 +50,7 @@ def test_passband_and_stopband():
         (np.zeros((2, 3)), "1-D"),
         (np.array([0.0, np.nan]), "non-finite"),
         (np.array([np.inf]), "non-finite"),
+        (np.array([1.0, -np.inf, np.inf, 2.0]), "non-finite.*index 1"),
     ],
 )
 def test_bad_chunks_are_refused_and_state_kept(bad, match):
@@ -65,3 +66,9 @@ def test_bad_chunks_are_refused_and_state_kept(bad, match):
 def test_bad_band_is_refused():
     with pytest.raises(ValueError, match="low_hz"):
         Bandpass(low_hz=50.0, high_hz=40.0)
+
+
+def test_huge_finite_samples_are_accepted():
+    """The finite check is per sample: values whose sum overflows are still finite."""
+    x = np.full(4, 1e308)
+    assert np.array_equal(as_samples(x), x)

@@ -160,6 +160,7 @@ class BeatAssembler:
         self._gaps: list[tuple[int, int]] = []  # [start, stop) marked, not yet behind us
         self._blanks: list[list] = []  # [start, stop) where no beat is taken; stop None: open
         self._recent = np.zeros((0, self.width), np.float32)  # windows of the last beats
+        self._none = Beats.empty(self.width)  # what a chunk without a new beat returns
 
     def mark_gap(self, start: int, stop: int) -> None:
         """Samples ``start..stop-1`` (global indices) never came: measure no RR interval
@@ -239,9 +240,9 @@ class BeatAssembler:
         """
         x = as_samples(chunk)
         peaks = np.asarray(peaks, dtype=np.int64)
-        end = self._n + len(x) - 1
+        n_new = self._n + len(x)
         conf = (
-            np.full(len(peaks), end, np.int64)
+            np.full(len(peaks), n_new - 1, np.int64)
             if confirmed_at is None
             else np.asarray(confirmed_at, dtype=np.int64)
         )
@@ -250,9 +251,9 @@ class BeatAssembler:
                 f"confirmed_at has {len(conf)} entries for {len(peaks)} peaks; expected one each."
             )
         # Check everything before changing any state: a refused call leaves no trace.
-        n_new = self._n + len(x)
+        new = list(zip(peaks.tolist(), conf.tolist()))
         prev = self._pending[-1][0] if self._pending else self._last_r
-        for r, c in zip(peaks.tolist(), conf.tolist()):
+        for r, c in new:
             if prev is not None and r <= prev:
                 raise ValueError(f"peaks must increase; got {r} after {prev}.")
             if not c - self.max_delay <= r <= c < n_new:
@@ -266,7 +267,7 @@ class BeatAssembler:
             self._first = float(x[0])
         self._buf = np.concatenate([self._buf, x])
         self._n = n_new
-        self._pending.extend([r, c, None] for r, c in zip(peaks.tolist(), conf.tolist()))
+        self._pending.extend([r, c, None] for r, c in new)
         beats = self._emit(final=False)
         drop = len(self._buf) - self._keep
         if drop > 0:
@@ -324,7 +325,7 @@ class BeatAssembler:
             self._last_r = r
             self._pending.pop(0)
         if not rows_s:
-            return Beats.empty(self.width)
+            return self._none  # nearly every chunk: no new beat
         windows = minmax(np.asarray(rows_w))
         if self.template:
             template = running_template(windows, self._recent)
