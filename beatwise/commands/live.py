@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from beatwise.commands.endpoints import free_tcp_endpoints
 from beatwise.commands.keys import add_curve_args, curve_from_args
 
 DEFAULT_MODEL = "models/beatwise_interpatient.pt"
@@ -638,7 +639,6 @@ def _bench_classifier(spec: str, tmp: Path):
 
 def _stream_run(clf, name: str, replay_args: list[str], *, timeout_s: float) -> dict:
     """Replay in a child process (``beatwise replay``), consumer here, tcp loopback."""
-    import socket
     import subprocess
     import time
 
@@ -646,12 +646,7 @@ def _stream_run(clf, name: str, replay_args: list[str], *, timeout_s: float) -> 
 
     from stream import StreamConsumer
 
-    def port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    data, ctl = f"tcp://127.0.0.1:{port()}", f"tcp://127.0.0.1:{port()}"
+    data, ctl = free_tcp_endpoints(2)
     cmd = [
         sys.executable,
         "-m",

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from beatwise.commands.endpoints import free_tcp_endpoints
 from beatwise.commands.live import DEFAULT_MODEL, _sha256, print_targets
 
 __all__ = ["memory_growth", "plot_soak", "read_rss_mb", "register", "run_soak", "soak_targets"]
@@ -141,12 +141,6 @@ def memory_growth(series: Sequence[dict], *, warmup_s: float = 60.0) -> dict:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _model_path(spec: str) -> str:
     """``"rules"`` as is; a model path, made absolute (the shipped models are found beside the
     package, as ``beatwise monitor`` does)."""
@@ -233,7 +227,7 @@ def run_soak(
             f"this is {platform.system()} (run it on Linux)."
         )
     model = _model_path(model)
-    data, ctl, out, out_ctl = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(4))
+    data, ctl, out, out_ctl = free_tcp_endpoints(4)
     replay_json, consumer_json = workdir / "replay.json", workdir / "consumer.json"
     log = workdir / "session.jsonl"
     replay_err, consumer_err = workdir / "replay.stderr", workdir / "consumer.stderr"
