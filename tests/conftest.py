@@ -33,3 +33,9 @@ def record():
         return _load(db, name)
 
     return get
+
+
+@pytest.fixture
+def mitdb() -> None:
+    """For tests that read mitdb records themselves (``load_beds``, the CLI)."""
+    _require_data("mitdb")

@@ -287,6 +287,7 @@ def cli(*args: str, **kw) -> subprocess.Popen:
     )
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_publisher_killed_and_restarted_gap_reported_and_classification_resumes(tmp_path):
     ep = endpoints(tmp_path)
     events: list[dict] = []
@@ -330,6 +331,7 @@ def test_publisher_killed_and_restarted_gap_reported_and_classification_resumes(
     assert [e["bed"] for e in events if e.get("type") == "bed"] == ["100"]  # one session
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_consumer_killed_and_restarted_rejoins_and_the_log_survives(tmp_path):
     ep = endpoints(tmp_path)
     beds = load_beds("mitdb", ["100", "101"], duration_s=120)
@@ -409,6 +411,7 @@ def test_a_restarted_consumer_appends_after_a_line_cut_short_and_the_log_still_r
 # -- subscribers -------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_stalled_subscribers_never_stall_the_consumer(tmp_path):
     ep = endpoints(tmp_path)
     beds = load_beds("mitdb", ["100", "101"], duration_s=300)
@@ -439,6 +442,7 @@ def test_stalled_subscribers_never_stall_the_consumer(tmp_path):
     stalled_flow.close()
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_a_consumer_held_back_by_its_subscriber_keeps_its_place_at_the_source(tmp_path):
     """Back-pressure chains without loss: while a slow recorder holds the consumer back
     (2.5 s, longer than the replay's 1.5-s client timeout), the consumer's heartbeat keeps

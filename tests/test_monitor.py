@@ -7,6 +7,7 @@ import math
 import threading
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from beatwise.bedside import RuleClassifier
@@ -43,6 +44,7 @@ def run_into(listeners, tmp_path, records=("203",), duration_s=90):
     return con
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_monitor_renders_real_data(tmp_path):
     clock = FakeClock()
     mon = Monitor(clock=clock)
@@ -184,6 +186,7 @@ def test_braille_trace_shape():
     assert braille_trace(np.zeros(0), width=5) == ["\u2800" * 5] * 3
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_json_lines_listener_parses(tmp_path):
     import io
 
@@ -195,6 +198,7 @@ def test_json_lines_listener_parses(tmp_path):
     assert "strip" not in kinds and "samples" not in kinds
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_headless_command_output_parses(tmp_path, capsys):
     data, ctl = f"ipc://{tmp_path}/d.sock", f"ipc://{tmp_path}/c.sock"
     beds = load_beds("mitdb", ["208"], duration_s=60)
@@ -232,6 +236,7 @@ def test_headless_command_output_parses(tmp_path, capsys):
     assert log.is_file() and (tmp_path / "rep" / "208" / "doctor.md").is_file()
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_many_beds_render_as_compact_rows(tmp_path):
     mon = Monitor(max_panels=2)
     run_into([mon], tmp_path, records=("203", "119", "232"), duration_s=30)

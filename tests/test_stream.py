@@ -87,6 +87,7 @@ def assert_same(msgs, bed: BedSource, classifier):
     return got, alerts
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_stream_equals_offline_at_speed_max(tmp_path):
     beds = load_beds("mitdb", ["208"], duration_s=240)
     clf = RuleClassifier()
@@ -97,6 +98,7 @@ def test_stream_equals_offline_at_speed_max(tmp_path):
     assert cstats.lost_samples["208"] == 0 and cstats.gaps["208"] == 0 and gaps == 0
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_several_beds_each_unaffected_by_the_others(tmp_path):
     # 232 from 20 min on holds pauses > 4 s: asystole declared by the sample clock live,
     # by the late beat offline -- the same alerts either way.
@@ -114,6 +116,7 @@ def test_several_beds_each_unaffected_by_the_others(tmp_path):
     assert gaps == 0 and sum(cstats.lost_samples.values()) == 0
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_stream_equals_offline_with_a_torchscript_model(tmp_path):
     export = pytest.importorskip("beatwise.model.export")
     infer = pytest.importorskip("beatwise.model.infer")
@@ -127,6 +130,7 @@ def test_stream_equals_offline_with_a_torchscript_model(tmp_path):
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "beatwise_interpatient.pt"
 
 
+@pytest.mark.usefixtures("mitdb")
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model yet")
 def test_stream_equals_offline_with_the_shipped_model(tmp_path):
     from beatwise.model.infer import Classifier
@@ -292,6 +296,7 @@ def test_signal_loss_onset_and_end(tmp_path):
     assert end["detail"] == {"onset_sample": onset["sample"], "duration_s": 5.1}
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_alerts_command_prints_filtered_alerts(tmp_path, capsys):
     import json
 
@@ -363,6 +368,7 @@ def test_recent_keeps_the_latest_values_in_arrival_order():
     assert r.last(2).tolist() == [3, 4] and r.last(10).tolist() == [2, 3, 4]
 
 
+@pytest.mark.usefixtures("mitdb")
 def test_a_looped_record_gives_record_samples_within_the_record(tmp_path):
     """With --loop the stream index keeps counting; the beats' record_sample wraps with the
     record, so a .bwa annotation or a look-up in the record lands on the right beat."""
