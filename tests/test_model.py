@@ -47,9 +47,10 @@ def test_predict_batching_does_not_change_results(untrained):
 
 
 def test_predict_runs_the_model_on_a_few_shapes_only(untrained):
-    """However many beats a round brings, the model sees batches of a power-of-two size up
-    to ``batch_size`` (the CPU backend keeps kernels per shape: memory must stay bounded),
-    and the padding rows change no result."""
+    """However many beats a round brings, the model sees batches of a few sizes (powers of
+    two up to 8, then multiples of 8 up to ``batch_size``: the CPU backend keeps kernels per
+    shape, memory must stay bounded; no pass pays for more than 7 padding rows above 8), and
+    the padding rows change no result."""
     clf = Classifier.load(untrained, batch_size=64)
     seen = []
     module = clf.module
@@ -64,7 +65,11 @@ def test_predict_runs_the_model_on_a_few_shapes_only(untrained):
     one_by_one = np.concatenate([clf.predict(beats[i : i + 1]) for i in range(0, 300, 7)])
     for n in range(1, 200):
         clf.predict(beats[:n])
-    assert {s[0] for s in seen} <= {1, 2, 4, 8, 16, 32, 64}
+    assert {s[0] for s in seen} == {1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64}
+    seen.clear()
+    for n in (9, 37, 63, 64, 65, 130):
+        clf.predict(beats[:n])
+    assert [s[0] for s in seen] == [16, 40, 64, 64, 64, 1, 64, 64, 2]
     np.testing.assert_allclose(together[::7], one_by_one, atol=1e-6)
 
 
@@ -83,13 +88,13 @@ def test_small_passes_run_without_onednn_and_the_setting_is_restored(untrained):
     clf.module = recording
     for n in (1, 5, 8, 9, 40):
         clf.predict(_beats(n))
-    assert seen == [(1, False), (8, False), (8, False), (16, True), (64, True)]
+    assert seen == [(1, False), (8, False), (8, False), (16, True), (40, True)]
     assert torch.backends.mkldnn.enabled
     torch.backends.mkldnn.set_flags(False, None, None, None)
     try:  # switched off by the user: stays off
         seen.clear()
         clf.predict(_beats(40))
-        assert seen == [(64, False)] and not torch.backends.mkldnn.enabled
+        assert seen == [(40, False)] and not torch.backends.mkldnn.enabled
     finally:
         torch.backends.mkldnn.set_flags(True, None, None, None)
 

@@ -47,14 +47,15 @@ class Classifier:
         batch_size: Most beats per forward pass. Default 128.
 
     Every forward pass has one of a few shapes: beats go in passes of ``batch_size``, and
-    the last, shorter pass is padded up to the next power of two. torch keeps state per
-    input shape on the CPU path (oneDNN kernels, TorchScript's shape-specialised plans); a
-    consumer whose rounds bring any number of beats would otherwise add to it for hours
-    (measured: random batches of 1-1,500 beats grew a process by 58 MiB, bucketed ones by
-    4 MiB; ``beatwise bench soak``). Padding rows change no other row's output (the model is
-    per beat in eval mode). 128 is where one core is fastest per beat (inter-patient model:
-    0.045 ms at 128, 0.079 at 256; seed: 0.093 and 0.089). Passes of up to 8 beats switch
-    oneDNN off around the call (:data:`_ATEN_MAX_BEATS`), a process-wide torch setting: call
+    the last, shorter pass is padded up to one of a few sizes (:meth:`_pass_size`; 19 at the
+    default ``batch_size``, all run once at load). torch keeps state per input shape on the
+    CPU path (oneDNN kernels, TorchScript's shape-specialised plans); a consumer whose rounds
+    bring any number of beats would otherwise add to it for hours (measured: random batches
+    of 1-1,500 beats grew a process by 58 MiB, bucketed ones by 4 MiB; ``beatwise bench
+    soak``). Padding rows change no other row's output (the model is per beat in eval mode).
+    128 is where one core is fastest per beat (inter-patient model: 0.045 ms at 128, 0.079
+    at 256; seed: 0.093 and 0.089). Passes of up to 8 beats switch oneDNN off around the call
+    (:data:`_ATEN_MAX_BEATS`), a process-wide torch setting: call
     :meth:`predict` from one thread at a time.
     """
 
@@ -150,9 +151,14 @@ class Classifier:
             self.predict(beats)
 
     def _pass_size(self, k: int) -> int:
-        """The shape a pass of ``k`` beats (1..batch_size) runs at: the next power of two,
-        at most ``batch_size``."""
-        return min(1 << (k - 1).bit_length(), self.batch_size)
+        """The shape a pass of ``k`` beats (1..batch_size) runs at: the next power of two up
+        to :data:`_ATEN_MAX_BEATS`, then the next multiple of it, at most ``batch_size``. A
+        pass costs about a fixed 1.3 ms plus 0.05 ms a row (inter-patient model, one core),
+        so a power of two would pay for up to twice the rows: the 66 beats of 48 beds'
+        last round ran at 128 rows, 10.2 ms instead of 5.1 at 72."""
+        if k <= _ATEN_MAX_BEATS:
+            return min(1 << (k - 1).bit_length(), self.batch_size)
+        return min(-(-k // _ATEN_MAX_BEATS) * _ATEN_MAX_BEATS, self.batch_size)
 
     def predict(self, beats: Beats) -> np.ndarray:
         """Class probabilities of each beat.
