@@ -89,14 +89,18 @@ def beat_record(sample: int, probs: np.ndarray, rr: np.ndarray, *, fs: float = 3
         rr: Its RR context in seconds (pre-RR, post-RR, local mean RR).
         fs: Sampling rate, Hz. Default 360.
     """
+    # Python floats and ints throughout: round() of a numpy scalar costs several times more,
+    # and a live round formats every beat of every bed before the last one is published.
     p = np.asarray(probs, dtype=np.float64)
-    local = float(rr[2])
+    rr_s = np.asarray(rr, dtype=np.float64).tolist()
+    sample = int(sample)
+    local = rr_s[2]
     return {
-        "sample": int(sample),
+        "sample": sample,
         "time_s": round(sample / fs, 4),
-        "class": CLASSES[int(np.argmax(p))],
-        "probs": [round(float(x), 6) for x in p],
-        "rr_s": [round(float(x), 4) for x in rr],
+        "class": CLASSES[int(p.argmax())],
+        "probs": [round(x, 6) for x in p.tolist()],
+        "rr_s": [round(x, 4) for x in rr_s],
         "hr_bpm": round(60.0 / local, 1) if local > 0 else None,
     }
 

@@ -315,7 +315,12 @@ class RhythmMonitor:
     @property
     def hr_bpm(self) -> float | None:
         """Heart rate, bpm: 60 / mean of the last ``hr_beats`` RR intervals (None before 1)."""
-        return 60.0 / float(np.mean(self._rrs)) if self._rrs else None
+        n = len(self._rrs)
+        if not n:
+            return None
+        # np.mean's sum exactly (numpy's own reduction order), without np.mean's overhead:
+        # a third of the time, read at every beat
+        return 60.0 / (float(np.add.reduce(np.fromiter(self._rrs, np.float64, n))) / n)
 
     @property
     def rhythm(self) -> str:

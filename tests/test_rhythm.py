@@ -113,6 +113,19 @@ def test_the_rate_of_a_brady_onset_reads_below_its_threshold():
     assert onset > 120 and end <= 115 and round(onset, 1) == onset
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(80, 1500), min_size=2, max_size=30), st.integers(1, 12))
+def test_heart_rate_is_60_over_numpys_mean_of_the_last_rr(gaps, hr_beats):
+    """The rate the brady / tachy rules compare is 60 / np.mean of the last ``hr_beats``
+    RR intervals, bit for bit (computed without np.mean's overhead)."""
+    m = RhythmMonitor(fs=FS, hr_beats=hr_beats)
+    samples = np.cumsum([FS, *gaps]).tolist()
+    for k, s in enumerate(samples):
+        m.push([s], ["N"])
+        rr = [(b - a) / FS for a, b in zip(samples[: k + 1], samples[1 : k + 1])][-hr_beats:]
+        assert m.hr_bpm == (60.0 / float(np.mean(rr)) if rr else None)
+
+
 def test_pause_event_and_asystole_by_clock():
     alerts, _, s = feed("NNNNN", [0.8, 0.8, 0.8, 2.5, 0.8])
     assert kinds(alerts) == [("pause", "event")] and alerts[0].sample == s[2]
