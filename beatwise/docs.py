@@ -104,6 +104,9 @@ def bench_targets(root: Path, kind: str) -> str:
     lines.append("")
     machine = report.get("machine", {})
     cpus = f", {machine['cpus']} CPUs" if "cpus" in machine else ""
+    probe = machine.get("probe_ms")
+    if probe:  # beatwise.commands.live.machine_probe_ms, before and after the run
+        cpus += f", machine probe {probe['before']} / {probe['after']} ms"
     lines.append(
         f"*From `{report['command']}` ({report['date_utc']}{cpus}, model `{report['model']}`).*"
     )

@@ -39,3 +39,30 @@ def test_detection_targets_say_met_or_not(tmp_path):
     out = render("<!-- targets: detection -->\n<!-- end targets -->\n", root=tmp_path)
     assert "| mitdb Se | >= 99.80 % | 99.70 % | **not met** |" in out
     assert "| svdb Se | >= 99.80 % | 99.90 % | met |" in out
+
+
+def test_a_benchmark_footnote_gives_the_machine_probe_when_the_run_measured_it(tmp_path):
+    """The machine is shared: a stream benchmark says how fast it was before and after."""
+    import json
+
+    from beatwise.bedside import RuleClassifier
+    from beatwise.commands.live import machine_probe_ms
+
+    (tmp_path / "docs/results").mkdir(parents=True)
+    report = {
+        "command": "beatwise bench stream",
+        "date_utc": "2026-12-04T00:00:00Z",
+        "model": "m.pt",
+        "machine": {"cpus": 2},
+        "targets": [{"row": "r", "target": "<= 1", "measured": "0.5", "pass": True}],
+    }
+    path = tmp_path / "docs/results/bench_stream.json"
+    path.write_text(json.dumps(report))
+    block = "<!-- targets: stream -->\n<!-- end targets -->\n"
+    assert "(2026-12-04T00:00:00Z, 2 CPUs, model `m.pt`)" in render(block, root=tmp_path)
+    probe = machine_probe_ms(RuleClassifier(), runs=3)
+    assert probe > 0
+    report["machine"]["probe_ms"] = {"before": probe, "after": 4.5}
+    path.write_text(json.dumps(report))
+    out = render(block, root=tmp_path)
+    assert f"2 CPUs, machine probe {probe} / 4.5 ms, model `m.pt`" in out

@@ -727,6 +727,25 @@ def _vt_segments(
     return out
 
 
+def machine_probe_ms(classifier, runs: int = 21) -> float:
+    """How fast this machine is now, for reading a benchmark against another run: the
+    median wall time (ms) of one bed over 8 s of synthetic ECG in 1-s chunks through the
+    whole per-bed path -- filter, detector, signal quality, beats, ``classifier``, rhythm
+    rules (:func:`beatwise.bedside.warm_up`). The development machine is shared: the same
+    code's figures move with it by the hour."""
+    import time
+
+    from beatwise.bedside import warm_up
+
+    warm_up(classifier)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        warm_up(classifier)
+        times.append(time.perf_counter() - t)
+    return round(sorted(times)[len(times) // 2] * 1e3, 2)
+
+
 def print_targets(rows: list[dict]) -> None:
     """One line per target row of a benchmark: PASS, FAIL, or blank for a row without one."""
     for row in rows:
@@ -772,6 +791,7 @@ def _bench(args: argparse.Namespace) -> int:
         "model_sha256": _sha256(name),
         "records": records,
     }
+    probe_before = machine_probe_ms(clf)
     rows = []
     if not args.skip_max:
         print(f"bench: {len(records)} beds at speed max ...", file=sys.stderr)
@@ -877,9 +897,11 @@ def _bench(args: argparse.Namespace) -> int:
             }
         )
     result["targets"] = rows
+    result["machine"]["probe_ms"] = {"before": probe_before, "after": machine_probe_ms(clf)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print_targets(rows)
+    print(f"bench: machine probe {result['machine']['probe_ms']} ms", file=sys.stderr)
     print(f"bench: written {out}", file=sys.stderr)
     return 0
