@@ -103,12 +103,12 @@ def bench_targets(root: Path, kind: str) -> str:
         lines.append(f"| {t['row']} | {t['target']} | {t['measured']} | {met} |")
     lines.append("")
     machine = report.get("machine", {})
-    cpus = f", {machine['cpus']} CPUs" if "cpus" in machine else ""
+    where = f", {machine['cpus']} CPUs" if "cpus" in machine else ""
     probe = machine.get("probe_ms")
     if probe:  # beatwise.commands.live.machine_probe_ms, before and after the run
-        cpus += f", machine probe {probe['before']} / {probe['after']} ms"
+        where += f", machine probe {probe['before']} / {probe['after']} ms"
     lines.append(
-        f"*From `{report['command']}` ({report['date_utc']}{cpus}, model `{report['model']}`).*"
+        f"*From `{report['command']}` ({report['date_utc']}{where}, model `{report['model']}`).*"
     )
     return "\n".join(lines) + "\n"
 
